@@ -1,0 +1,316 @@
+"""Run configuration: task, model and training settings, validated on construction.
+
+A `RunConfig` is complete: together with the code version it rebuilds the task, the model and
+every random draw of a run. It round-trips through JSON (`to_dict` / `from_dict`); unknown keys
+and impossible values raise `ConfigError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from interp_icl.errors import ConfigError, require
+
+TASKS = ("markov", "repeated")
+FAMILIES = ("standard", "gih")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+LOSS_POSITIONS = ("all", "last")
+DATA_REGIMES = ("online", "fixed")
+NORMS = ("LN", "none")
+POSITIONALS = ("standard", "rotary")
+GIH_PARAM_GROUPS = ("rpe", "ffn", "a")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Data-generating task.
+
+    markov: in-context n-gram Markov chain; each sequence draws a fresh kernel
+      pi(.|z) ~ Dirichlet(alpha * 1_d) for every parent context z, the first max(parents) tokens
+      are uniform, then x_t ~ pi(.| x_{t-p} for p in parents).
+    repeated: a uniformly random block of `block_len` tokens repeated `n_repeats` times.
+
+    `seq_len` is the total number of tokens of a sequence; the last token is the target of
+    last-position training (the paper setting with 100 context tokens is seq_len = 101).
+    """
+
+    name: str = "markov"
+    vocab_size: int = 3
+    parents: tuple[int, ...] = (1, 2)
+    alpha: float = 0.1
+    seq_len: int = 101
+    block_len: int = 50
+    n_repeats: int = 2
+
+    def __post_init__(self) -> None:
+        require(self.name in TASKS, f"unknown task {self.name!r}; choose one of {', '.join(TASKS)}")
+        require(
+            isinstance(self.vocab_size, int) and self.vocab_size >= 2,
+            f"task.vocab_size must be an integer >= 2, got {self.vocab_size!r}",
+        )
+        object.__setattr__(self, "parents", tuple(sorted(set(self.parents))))
+        if self.name == "markov":
+            require(len(self.parents) > 0, "task.parents is empty; give at least one offset, e.g. [1]")
+            require(
+                all(isinstance(p, int) and p >= 1 for p in self.parents),
+                f"task.parents must be positive integer offsets, got {list(self.parents)}",
+            )
+            require(self.alpha > 0, f"task.alpha must be > 0, got {self.alpha}")
+            require(
+                isinstance(self.seq_len, int) and self.seq_len > max(self.parents),
+                f"task.seq_len ({self.seq_len}) must exceed the largest parent offset "
+                f"({max(self.parents)})",
+            )
+            require(
+                self.vocab_size ** len(self.parents) <= 1_000_000,
+                f"task has {self.vocab_size}^{len(self.parents)} parent contexts; keep it <= 1e6",
+            )
+        else:
+            require(
+                self.block_len >= 1 and self.n_repeats >= 1,
+                "task.block_len and task.n_repeats must be >= 1",
+            )
+            object.__setattr__(self, "seq_len", self.block_len * self.n_repeats)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model family and its sizes.
+
+    standard: TransformerLens-native two-layer transformer (TransformerBridge.boot_native).
+    gih: the generalized-induction-head model TF(M, H, d, D) of Chen et al. 2024 with
+      window M = `window`, H = `n_heads` layer-1 heads, subsets of heads of size <= D = `max_degree`.
+    """
+
+    family: str = "standard"
+    n_heads: int = 2
+    # standard
+    d_model: int = 64
+    d_head: int = 32
+    d_mlp: int = 256
+    attn_only: bool = False
+    norm: str = "LN"
+    positional: str = "standard"
+    act_fn: str = "relu"
+    # gih
+    window: int = 3
+    max_degree: int = 2
+    w_plus: float = 3.0
+    w_minus: float = 0.1
+    c_init: float = 0.01
+    a_init: float = 0.01
+
+    def __post_init__(self) -> None:
+        require(
+            self.family in FAMILIES,
+            f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}",
+        )
+        require(self.n_heads >= 1, f"model.n_heads must be >= 1, got {self.n_heads}")
+        if self.family == "standard":
+            for name in ("d_model", "d_head", "d_mlp"):
+                value = getattr(self, name)
+                require(value >= 1, f"model.{name} must be >= 1, got {value}")
+            require(self.norm in NORMS, f"model.norm must be one of {NORMS}, got {self.norm!r}")
+            require(
+                self.positional in POSITIONALS,
+                f"model.positional must be one of {POSITIONALS}, got {self.positional!r}",
+            )
+            require(
+                self.positional != "rotary" or self.d_head % 2 == 0,
+                f"rotary positions need an even model.d_head, got {self.d_head}",
+            )
+            require(
+                self.act_fn in ("relu", "gelu", "gelu_new", "silu"),
+                f"model.act_fn must be relu, gelu, gelu_new or silu, got {self.act_fn!r}",
+            )
+        else:
+            require(self.window >= 1, f"model.window must be >= 1, got {self.window}")
+            require(
+                0 <= self.max_degree <= self.n_heads,
+                f"model.max_degree must be between 0 and n_heads ({self.n_heads}), "
+                f"got {self.max_degree}",
+            )
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage of staged training: only `groups` are trained, for `steps` steps."""
+
+    groups: tuple[str, ...]
+    steps: int
+    lr: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "groups", tuple(self.groups))
+        require(len(self.groups) > 0, "a training stage needs at least one parameter group")
+        require(self.steps >= 1, f"a training stage needs steps >= 1, got {self.steps}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, data regime, evaluation and checkpointing."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    data: str = "online"
+    n_train: int = 10_000
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    loss_positions: str = "all"
+    stages: tuple[StageConfig, ...] = ()
+    eval_every: int = 100
+    n_eval: int = 512
+    oracle_beta: float = 0.01
+    checkpoint_every: int = 500
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        stages = tuple(s if isinstance(s, StageConfig) else StageConfig(**s) for s in self.stages)
+        object.__setattr__(self, "stages", stages)
+        if stages:
+            object.__setattr__(self, "steps", sum(s.steps for s in stages))
+        require(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")
+        require(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
+        require(self.data in DATA_REGIMES, f"train.data must be one of {DATA_REGIMES}, got {self.data!r}")
+        require(self.n_train >= 1, f"train.n_train must be >= 1, got {self.n_train}")
+        require(
+            self.data != "fixed" or self.batch_size <= self.n_train,
+            f"train.batch_size ({self.batch_size}) exceeds train.n_train ({self.n_train})",
+        )
+        require(
+            self.optimizer in OPTIMIZERS,
+            f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}",
+        )
+        require(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        require(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        require(
+            self.schedule in SCHEDULES,
+            f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}",
+        )
+        require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        require(
+            self.grad_clip is None or self.grad_clip > 0,
+            f"train.grad_clip must be > 0 or null, got {self.grad_clip}",
+        )
+        require(
+            self.loss_positions in LOSS_POSITIONS,
+            f"train.loss_positions must be one of {LOSS_POSITIONS}, got {self.loss_positions!r}",
+        )
+        require(self.eval_every >= 1, f"train.eval_every must be >= 1, got {self.eval_every}")
+        require(self.n_eval >= 1, f"train.n_eval must be >= 1, got {self.n_eval}")
+        require(self.oracle_beta >= 0, f"train.oracle_beta must be >= 0, got {self.oracle_beta}")
+        require(
+            self.checkpoint_every >= 1,
+            f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}",
+        )
+        require(
+            self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+            f"train.device must be auto, cpu or cuda[:N], got {self.device!r}",
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run. `versions` is filled in when the run is created."""
+
+    name: str = "run"
+    seed: int = 0
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.model.family == "gih":
+            require(
+                self.model.window < self.task.seq_len,
+                f"model.window ({self.model.window}) must be smaller than task.seq_len "
+                f"({self.task.seq_len})",
+            )
+            require(
+                self.task.name != "markov" or max(self.task.parents) <= self.model.window,
+                f"parent offset {max(self.task.parents)} lies beyond the gih window "
+                f"({self.model.window}); raise model.window or drop that parent",
+            )
+            groups = {g for stage in self.train.stages for g in stage.groups}
+            unknown = groups - set(GIH_PARAM_GROUPS)
+            require(
+                not unknown,
+                f"unknown gih parameter group(s) {sorted(unknown)}; choose from {GIH_PARAM_GROUPS}",
+            )
+        else:
+            require(
+                not self.train.stages,
+                "staged training (train.stages) is only available for the gih model family",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        require(isinstance(data, dict), "a run config must be a JSON object")
+        _reject_unknown(cls, data, "config")
+        kwargs: dict[str, Any] = {k: v for k, v in data.items() if k not in ("task", "model", "train")}
+        for key, sub in (("task", TaskConfig), ("model", ModelConfig), ("train", TrainConfig)):
+            section = data.get(key, {})
+            require(isinstance(section, dict), f"config.{key} must be a JSON object")
+            _reject_unknown(sub, section, f"config.{key}")
+            kwargs[key] = _build(sub, section, key)
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # wrong value types that dataclasses cannot catch
+            raise ConfigError(f"invalid config: {exc}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        require(path.is_file(), f"config file {path} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        return cls.from_dict(data)
+
+
+def _reject_unknown(cls: type, data: dict[str, Any], where: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    require(not unknown, f"unknown key(s) in {where}: {', '.join(unknown)}")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    try:
+        if "parents" in data and data["parents"] is not None:
+            data = {**data, "parents": tuple(data["parents"])}
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"invalid config.{where}: {exc}") from None
+
+
+def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Return `config` with dotted-key overrides applied, e.g. {"task.alpha": 1.0}."""
+    data = config.to_dict()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        target = data
+        *path, last = dotted.split(".")
+        for key in path:
+            target = target[key]
+        target[last] = value
+    return RunConfig.from_dict(data)

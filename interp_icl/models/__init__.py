@@ -1,0 +1,84 @@
+"""Model families as TransformerLens hooked models, and the adapter every downstream user needs.
+
+`build_model` makes the hooked model of a config. `target_offset(model)` says which token a row of
+the model's output predicts: row t predicts token ``t + target_offset`` (1 for TransformerLens
+logits, 0 for the gih model, whose row t is the query slot of token t).
+`next_token_log_probs` returns target-aligned log-probabilities for either family.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from interp_icl.config import ModelConfig
+from interp_icl.models.common import check_tokens
+from interp_icl.models.gih import GIHConfig, GIHModel, head_subsets
+from interp_icl.models.standard import build_standard
+
+PROB_FLOOR = 1e-12  # probabilities are floored here before the log (caps a token's loss at 27.6)
+
+
+def build_model(model: ModelConfig, d_vocab: int, n_ctx: int, seed: int) -> nn.Module:
+    """The hooked model a config describes, initialised from `seed`."""
+    if model.family == "standard":
+        return build_standard(model, d_vocab, n_ctx, seed)
+    cfg = GIHConfig(
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        n_heads=model.n_heads,
+        window=model.window,
+        max_degree=model.max_degree,
+        w_plus=model.w_plus,
+        w_minus=model.w_minus,
+        c_init=model.c_init,
+        a_init=model.a_init,
+    )
+    return GIHModel(cfg)
+
+
+def is_gih(model: nn.Module) -> bool:
+    return isinstance(model, GIHModel)
+
+
+def target_offset(model: nn.Module) -> int:
+    """Row t of the model's output predicts token t + target_offset(model)."""
+    return 0 if is_gih(model) else 1
+
+
+def training_module(model: nn.Module) -> nn.Module:
+    """The module the trainer calls: `bridge.original_model` for the standard family."""
+    return model if is_gih(model) else model.original_model
+
+
+def next_token_log_probs(model: nn.Module, tokens: Tensor, last_only: bool = False) -> Tensor:
+    """Target-aligned log-probabilities ``[B, T, d]`` (row t: law of token t given tokens < t).
+
+    Row 0 is uniform (no context) for both families. With `last_only`, returns only the row of
+    the last token, ``[B, d]``, using the cheapest path the family has.
+    """
+    d_vocab, n_ctx = model.cfg.d_vocab, model.cfg.n_ctx
+    if is_gih(model):
+        if last_only:
+            return torch.log(model.forward_last(tokens).clamp_min(PROB_FLOOR))
+        return torch.log(model(tokens).clamp_min(PROB_FLOOR))
+    check_tokens(tokens, d_vocab, n_ctx)
+    module = training_module(model)
+    if last_only:
+        return F.log_softmax(module(tokens[:, :-1])[:, -1], dim=-1)
+    logits = module(tokens)
+    uniform = torch.full_like(logits[:, :1], -torch.log(torch.tensor(float(d_vocab))).item())
+    return torch.cat([uniform, F.log_softmax(logits[:, :-1], dim=-1)], dim=1)
+
+
+__all__ = [
+    "GIHConfig",
+    "GIHModel",
+    "build_model",
+    "head_subsets",
+    "is_gih",
+    "next_token_log_probs",
+    "target_offset",
+    "training_module",
+]

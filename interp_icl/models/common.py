@@ -1,0 +1,31 @@
+"""Checks shared by every model family."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from interp_icl.errors import TokenError, require
+
+
+def check_tokens(tokens: Tensor, d_vocab: int, n_ctx: int) -> None:
+    """Raise TokenError unless `tokens` is an integer ``[batch, seq]`` tensor of valid ids."""
+    require(isinstance(tokens, Tensor), "tokens must be a torch.Tensor", TokenError)
+    require(
+        tokens.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8),
+        f"tokens must be integer ids, got dtype {tokens.dtype}",
+        TokenError,
+    )
+    require(tokens.ndim == 2, f"tokens must have shape [batch, seq], got {tuple(tokens.shape)}", TokenError)
+    require(
+        tokens.shape[1] <= n_ctx,
+        f"sequence length {tokens.shape[1]} exceeds the model's context n_ctx={n_ctx}",
+        TokenError,
+    )
+    if tokens.numel():
+        low, high = int(tokens.min()), int(tokens.max())
+        require(
+            low >= 0 and high < d_vocab,
+            f"token ids must lie in [0, {d_vocab - 1}], got values in [{low}, {high}]",
+            TokenError,
+        )

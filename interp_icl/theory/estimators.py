@@ -1,0 +1,116 @@
+"""In-context counting estimators: the Bayes predictor of the Markov task and S-gram estimators.
+
+All functions take integer tokens ``[batch, seq]`` and return *target-aligned* next-token
+probabilities ``[batch, seq, vocab]``: row ``t`` is the estimator's law of token ``t`` given
+tokens ``0..t-1`` only.
+
+For an offset set S = (s_1 < ... < s_k) the context of position t is the tuple
+(x_{t-s_1}, ..., x_{t-s_k}), defined for t >= max(S); S = () has one empty context everywhere.
+N_S(z, k) counts earlier positions l < t with context z and token k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from interp_icl.errors import require
+
+
+def context_index(tokens: Tensor, offsets: Sequence[int], vocab_size: int) -> Tensor:
+    """Index of each position's context under `offsets`, as an integer in [0, d^|S|).
+
+    Returns ``[batch, seq]`` long; -1 where the context is undefined (t < max(offsets)).
+    Offsets are read in sorted order: z = sum_k x_{t - s_k} * d^k.
+    """
+    seq = tokens.shape[1]
+    index = torch.zeros_like(tokens)
+    defined = torch.ones_like(tokens, dtype=torch.bool)
+    for k, s in enumerate(sorted(offsets)):
+        shifted = torch.zeros_like(tokens)
+        shifted[:, s:] = tokens[:, : max(seq - s, 0)]
+        defined[:, : min(s, seq)] = False
+        index += shifted * vocab_size**k
+    return torch.where(defined, index, torch.full_like(index, -1))
+
+
+def context_counts(tokens: Tensor, offsets: Sequence[int], vocab_size: int) -> tuple[Tensor, Tensor]:
+    """Counts of the current context's continuations among earlier positions.
+
+    Returns ``(counts, defined)``: counts ``[batch, seq, vocab]`` float with
+    counts[b, t, k] = N_S(z_t, k) over positions l < t, and defined ``[batch, seq]`` bool,
+    False where z_t is undefined (t < max(S); counts are 0 there).
+    """
+    batch, seq = tokens.shape
+    d = vocab_size
+    z = context_index(tokens, offsets, d)
+    n_contexts = d ** len(offsets)
+    table = torch.zeros(batch, n_contexts * d, dtype=torch.float64, device=tokens.device)
+    counts = torch.zeros(batch, seq, d, dtype=torch.float64, device=tokens.device)
+    vocab = torch.arange(d, device=tokens.device)
+    for t in range(seq):
+        zt = z[:, t]
+        ok = zt >= 0
+        zt_safe = zt.clamp_min(0)
+        counts[:, t] = torch.gather(table, 1, zt_safe[:, None] * d + vocab) * ok[:, None]
+        table.scatter_add_(1, (zt_safe * d + tokens[:, t])[:, None], ok[:, None].to(table.dtype))
+    return counts, z >= 0
+
+
+def unigram_probs(tokens: Tensor, vocab_size: int, beta: float = 0.0) -> Tensor:
+    """In-context unigram: (N(k) + beta) / (t + d*beta); uniform at t = 0 when beta = 0."""
+    counts, _ = context_counts(tokens, (), vocab_size)
+    return _normalise(counts, beta)
+
+
+def sgram_probs(tokens: Tensor, offsets: Sequence[int], vocab_size: int, beta: float = 0.0) -> Tensor:
+    """In-context S-gram estimator (N_S(z,k) + beta) / (N_S(z) + d*beta).
+
+    Fallback: where the context is undefined (t < max(S)) or was never seen before
+    (N_S(z) = 0), the in-context unigram estimate with the same beta is used instead.
+    S = () is the unigram itself. With beta = 0 probabilities can be exactly 0 (infinite loss).
+    """
+    require(beta >= 0, f"beta must be >= 0, got {beta}")
+    if len(offsets) == 0:
+        return unigram_probs(tokens, vocab_size, beta)
+    counts, defined = context_counts(tokens, offsets, vocab_size)
+    seen = defined & (counts.sum(-1) > 0)
+    probs = _normalise(counts, beta)
+    fallback = unigram_probs(tokens, vocab_size, beta)
+    return torch.where(seen[..., None], probs, fallback)
+
+
+def dirichlet_posterior_probs(
+    tokens: Tensor, parents: Sequence[int], vocab_size: int, alpha: float
+) -> Tensor:
+    """Bayes-optimal next-token law of the in-context Markov task with Dirichlet(alpha) rows.
+
+    p*(k) = (N_pa(z,k) + alpha) / (N_pa(z) + d*alpha) for t >= max(pa); uniform before, where
+    tokens are drawn uniformly.
+    """
+    counts, defined = context_counts(tokens, parents, vocab_size)
+    probs = _normalise(counts, alpha)
+    uniform = torch.full_like(probs, 1.0 / vocab_size)
+    return torch.where(defined[..., None], probs, uniform)
+
+
+def _normalise(counts: Tensor, beta: float) -> Tensor:
+    d = counts.shape[-1]
+    num = counts + beta
+    den = num.sum(-1, keepdim=True)
+    uniform = torch.full_like(num, 1.0 / d)
+    return torch.where(den > 0, num / den.clamp_min(1e-300), uniform).to(torch.float32)
+
+
+def mean_nll(probs: Tensor, tokens: Tensor, positions: Tensor | slice | None = None) -> float:
+    """Mean of -log probs[b, t, tokens[b, t]] over sequences and the given target positions.
+
+    `positions` selects target positions (default: all t >= 1, every target with context).
+    Returns +inf if any selected target has probability 0.
+    """
+    if positions is None:
+        positions = slice(1, None)
+    p = torch.gather(probs, -1, tokens[..., None])[..., 0][:, positions]
+    return float(-torch.log(p.double()).mean())
