@@ -2,28 +2,32 @@
 
 Entry points: `RunConfig` (what to train), `Trainer` (train a run directory), `load_run`
 (a run's task and hooked model at a checkpoint), `make_task` and `build_model`.
+Heavy modules (torch, TransformerLens) are imported on first use, so the CLI answers bad input fast.
 """
+
+from importlib import import_module
+from typing import Any
 
 from interp_icl.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
 from interp_icl.errors import InterpICLError
-from interp_icl.models import build_model, next_token_log_probs, target_offset
-from interp_icl.tasks import make_task
-from interp_icl.training.loading import LoadedRun, load_run
-from interp_icl.training.trainer import Trainer
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "InterpICLError",
-    "LoadedRun",
-    "ModelConfig",
-    "RunConfig",
-    "TaskConfig",
-    "TrainConfig",
-    "Trainer",
-    "build_model",
-    "load_run",
-    "make_task",
-    "next_token_log_probs",
-    "target_offset",
-]
+_LAZY = {
+    "LoadedRun": "interp_icl.training.loading",
+    "load_run": "interp_icl.training.loading",
+    "Trainer": "interp_icl.training.trainer",
+    "build_model": "interp_icl.models",
+    "next_token_log_probs": "interp_icl.models",
+    "target_offset": "interp_icl.models",
+    "make_task": "interp_icl.tasks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'interp_icl' has no attribute {name!r}")
+
+
+__all__ = ["InterpICLError", "ModelConfig", "RunConfig", "TaskConfig", "TrainConfig", *_LAZY]

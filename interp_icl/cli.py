@@ -1,0 +1,217 @@
+"""The `interp-icl` command line: thin wrappers that parse, call the library and print.
+
+Bad input of any kind ends with one line on stderr ("error: ...") and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from interp_icl.config import RunConfig, with_overrides
+from interp_icl.errors import ConfigError, InterpICLError, require
+from interp_icl.presets import PRESETS, quickstart as quickstart_config
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train small transformers on in-context learning tasks and take their circuits apart.",
+)
+console = Console()
+
+
+def _parse_parents(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(p) for p in text.replace(" ", "").split(",") if p]
+    except ValueError:
+        raise ConfigError(f"--parents must be comma-separated integers such as 1,2, got {text!r}") from None
+
+
+def _base_config(config: Optional[Path], preset: Optional[str]) -> RunConfig:
+    require(not (config and preset), "give either --config or --preset, not both")
+    if config is not None:
+        return RunConfig.from_file(config)
+    if preset is not None:
+        require(preset in PRESETS, f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        return PRESETS[preset]()
+    return quickstart_config()
+
+
+def _same_config(stored: RunConfig, wanted: RunConfig) -> list[str]:
+    """Dotted keys whose values differ (package versions ignored)."""
+    a, b = stored.to_dict(), wanted.to_dict()
+    diffs = []
+    for section in ("task", "model", "train"):
+        diffs += [f"{section}.{k}" for k in a[section] if a[section][k] != b[section].get(k)]
+    diffs += [k for k in ("name", "seed") if a[k] != b[k]]
+    return diffs
+
+
+def _train(config: RunConfig, run_dir: Path, force: bool, resume: bool, progress: bool) -> dict[str, Any]:
+    from interp_icl.training import rundir
+    from interp_icl.training.trainer import Trainer
+
+    if resume and rundir.list_checkpoints(run_dir):
+        diffs = _same_config(rundir.read_config(run_dir), config)
+        require(
+            not diffs,
+            f"cannot resume {run_dir}: its config differs in {', '.join(diffs)}; use --force to "
+            "start over",
+        )
+        trainer = Trainer.resume(run_dir, progress=progress)
+        if trainer.step >= trainer.total_steps:
+            console.print(f"{run_dir} is already complete at step {trainer.step}")
+    else:
+        trainer = Trainer.create(config, run_dir, force=force, progress=progress)
+    return trainer.run().final
+
+
+def _loss_table(final: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("predictor")
+    table.add_column("loss, all targets", justify="right")
+    table.add_column("loss, last token", justify="right")
+    table.add_column("model - predictor (all)", justify="right")
+    table.add_row("model", f"{final['eval_loss']:.4f}", f"{final['eval_loss_last']:.4f}", "")
+    names = [("bayes", "Bayes-optimal"), ("sgram_parents", "S-gram, true parents"), ("unigram", "unigram")]
+    for key, label in names:
+        if f"{key}_loss" in final:
+            table.add_row(
+                label,
+                f"{final[f'{key}_loss']:.4f}",
+                f"{final[f'{key}_loss_last']:.4f}",
+                f"{final['eval_loss'] - final[f'{key}_loss']:+.4f}",
+            )
+    return table
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON run config (see docs)."),
+    preset: Optional[str] = typer.Option(None, help="Start from a named config: quickstart, paper-gih."),
+    name: Optional[str] = typer.Option(None, help="Run name (directory under --out-dir)."),
+    out_dir: Path = typer.Option(Path("runs"), help="Where run directories live."),
+    force: bool = typer.Option(False, help="Overwrite an existing run directory."),
+    resume: bool = typer.Option(False, help="Continue the run from its newest checkpoint."),
+    seed: Optional[int] = typer.Option(None),
+    family: Optional[str] = typer.Option(None, help="Model family: standard or gih."),
+    vocab_size: Optional[int] = typer.Option(None),
+    parents: Optional[str] = typer.Option(None, help="Parent offsets, e.g. 1,2."),
+    alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration of kernel rows."),
+    seq_len: Optional[int] = typer.Option(None),
+    n_heads: Optional[int] = typer.Option(None),
+    d_model: Optional[int] = typer.Option(None),
+    window: Optional[int] = typer.Option(None, help="gih: layer-1 window M."),
+    max_degree: Optional[int] = typer.Option(None, help="gih: largest head subset D."),
+    steps: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None),
+    optimizer: Optional[str] = typer.Option(None, help="sgd, adam or adamw."),
+    loss_positions: Optional[str] = typer.Option(None, help="all or last."),
+    data: Optional[str] = typer.Option(None, help="online or fixed."),
+    eval_every: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train a run: a config file or preset, with flags overriding its fields."""
+    base = _base_config(config, preset)
+    overrides = {
+        "name": name,
+        "seed": seed,
+        "model.family": family,
+        "task.vocab_size": vocab_size,
+        "task.parents": _parse_parents(parents),
+        "task.alpha": alpha,
+        "task.seq_len": seq_len,
+        "model.n_heads": n_heads,
+        "model.d_model": d_model,
+        "model.window": window,
+        "model.max_degree": max_degree,
+        "train.steps": steps,
+        "train.batch_size": batch_size,
+        "train.lr": lr,
+        "train.optimizer": optimizer,
+        "train.loss_positions": loss_positions,
+        "train.data": data,
+        "train.eval_every": eval_every,
+        "train.device": device,
+    }
+    cfg = with_overrides(base, overrides)
+    run_dir = out_dir / cfg.name
+    final = _train(cfg, run_dir, force, resume, progress)
+    console.print(_loss_table(final, f"{run_dir} at step {final['step']}"))
+
+
+@app.command()
+def quickstart(
+    out_dir: Path = typer.Option(Path("runs"), help="Where run directories live."),
+    steps: Optional[int] = typer.Option(None, help="Override the number of steps (smoke tests)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train the default standard model on the default Markov task and compare it with the oracles.
+
+    Re-running continues (or reuses) runs/quickstart instead of overwriting it.
+    """
+    cfg = with_overrides(quickstart_config(), {"train.steps": steps})
+    run_dir = out_dir / cfg.name
+    task = cfg.task
+    console.print(
+        f"[bold]quickstart[/bold]: {cfg.model.family} 2-layer transformer on in-context Markov chains "
+        f"(d={task.vocab_size}, parents={list(task.parents)}, alpha={task.alpha}, "
+        f"seq_len={task.seq_len}) -> {run_dir}"
+    )
+    final = _train(cfg, run_dir, force=False, resume=True, progress=progress)
+    console.print(_loss_table(final, f"held-out loss at step {final['step']} (nats per token)"))
+    ratio = final["eval_loss"] / final["bayes_loss"]
+    console.print(f"model loss / Bayes loss = {ratio:.4f} (all targets)")
+
+
+@app.command()
+def runs(out_dir: Path = typer.Option(Path("runs"), help="Where run directories live.")) -> None:
+    """List runs with their last step, held-out loss and loss - Bayes."""
+    require(out_dir.is_dir(), f"{out_dir} does not exist; train a run first")
+    from interp_icl.training import rundir
+
+    table = Table(title=f"runs in {out_dir}")
+    for column in ("run", "family", "task", "step", "loss", "loss - Bayes", "last-token loss - Bayes"):
+        table.add_column(column, justify="left" if column in ("run", "family", "task") else "right")
+    for run_dir in sorted(p for p in out_dir.iterdir() if (p / "config.json").is_file()):
+        try:
+            cfg = rundir.read_config(run_dir)
+            rows = rundir.read_metrics(run_dir)
+        except InterpICLError as exc:
+            table.add_row(run_dir.name, "?", f"unreadable: {exc}", "", "", "", "")
+            continue
+        last = rows[-1] if rows else {}
+        t = cfg.task
+        task = f"{t.name} d={t.vocab_size} pa={list(t.parents)}" if t.name == "markov" else t.name
+        fmt = lambda key: f"{last[key]:.4f}" if key in last else "-"  # noqa: E731
+        table.add_row(
+            run_dir.name, cfg.model.family, task, str(last.get("step", "-")),
+            fmt("eval_loss"), fmt("loss_minus_bayes"), fmt("loss_minus_bayes_last"),
+        )
+    console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning bad input into one line and exit 2."""
+    try:
+        app()
+    except InterpICLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

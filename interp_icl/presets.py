@@ -1,0 +1,56 @@
+"""Named configurations: the quickstart run and the paper's gih setting."""
+
+from __future__ import annotations
+
+from interp_icl.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
+
+# The built-in default task: d = 3, parents {1, 2}, Dirichlet(0.1), 100 context tokens + target.
+DEFAULT_TASK = TaskConfig(name="markov", vocab_size=3, parents=(1, 2), alpha=0.1, seq_len=101)
+
+
+def quickstart() -> RunConfig:
+    """The default standard model on the default task, sized to train in minutes on 2 CPU cores."""
+    return RunConfig(
+        name="quickstart",
+        seed=0,
+        task=DEFAULT_TASK,
+        model=ModelConfig(family="standard", n_heads=2, d_model=64, d_head=32, d_mlp=256),
+        train=TrainConfig(
+            steps=1500,
+            batch_size=32,
+            optimizer="adamw",
+            lr=3e-3,
+            schedule="cosine",
+            warmup_steps=50,
+            eval_every=100,
+            n_eval=512,
+            checkpoint_every=250,
+        ),
+    )
+
+
+def paper_gih() -> RunConfig:
+    """Chen et al. 2024's setting: TF(M=3, H=3, d=3, D=2) on parents {1, 2}, alpha = 0.1,
+    a fixed set of 10,000 sequences of 100 context tokens + target, last-position loss."""
+    return RunConfig(
+        name="paper-gih",
+        seed=0,
+        task=DEFAULT_TASK,
+        model=ModelConfig(family="gih", n_heads=3, window=3, max_degree=2),
+        train=TrainConfig(
+            steps=2000,
+            batch_size=10_000,
+            data="fixed",
+            n_train=10_000,
+            optimizer="sgd",
+            lr=1.0,
+            grad_clip=None,
+            loss_positions="last",
+            eval_every=100,
+            n_eval=2000,
+            checkpoint_every=500,
+        ),
+    )
+
+
+PRESETS = {"quickstart": quickstart, "paper-gih": paper_gih}

@@ -1,0 +1,118 @@
+"""The CLI as a user runs it: subprocesses, exit codes, one-line errors, SIGKILL + --resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from interp_icl.training import rundir
+from tests.conftest import tiny_config
+
+CLI = [sys.executable, "-m", "interp_icl.cli"]
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def _write_config(path, **sections):
+    path.write_text(tiny_config(**sections).to_json())
+    return path
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--vocab-size", "1"], "task.vocab_size must be an integer >= 2"),
+        (["train", "--parents", ""], "task.parents is empty"),
+        (["train", "--family", "gih", "--parents", "1,5"], "beyond the gih window"),
+        (["train", "--parents", "1,200"], "must exceed the largest parent offset"),
+        (["train", "--steps", "0"], "train.steps must be >= 1"),
+        (["train", "--batch-size", "-3"], "train.batch_size must be >= 1"),
+        (["train", "--optimizer", "lion"], "unknown optimizer 'lion'"),
+        (["train", "--family", "mamba"], "unknown model family 'mamba'"),
+        (["train", "--config", "missing.json"], "config file missing.json does not exist"),
+        (["train", "--preset", "gpt2"], "unknown preset 'gpt2'"),
+        (["runs", "--out-dir", "nowhere"], "nowhere does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_malformed_config_files(tmp_path):
+    (tmp_path / "a.json").write_text('{"task": {"vocab": 3}}')
+    (tmp_path / "b.json").write_text('{"task": ')
+    (tmp_path / "c.json").write_text('{"train": {"steps": "many"}}')
+    for name, message in [("a.json", "unknown key(s) in config.task: vocab"), ("b.json", "not valid JSON"), ("c.json", "invalid config.train")]:
+        result = run_cli("train", "--config", name, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_option_exits_2(tmp_path):
+    result = run_cli("train", "--bogus", cwd=tmp_path)
+    assert result.returncode == 2 and "No such option" in result.stderr
+
+
+def test_train_runs_and_existing_run_needs_force(tmp_path):
+    cfg = _write_config(tmp_path / "tiny.json", train={"steps": 6})
+    first = run_cli("train", "--config", str(cfg), "--no-progress", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "Bayes-optimal" in first.stdout
+    metrics = (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text()
+    again = run_cli("train", "--config", str(cfg), "--no-progress", cwd=tmp_path)
+    assert again.returncode == 2 and "already exists; pass --force" in again.stderr
+    assert (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text() == metrics
+    listing = run_cli("runs", cwd=tmp_path)
+    assert listing.returncode == 0 and "tiny" in listing.stdout and "standard" in listing.stdout
+    other = run_cli("train", "--config", str(cfg), "--resume", "--seed", "5", "--no-progress", cwd=tmp_path)
+    assert other.returncode == 2 and "differs in seed" in other.stderr
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    cfg = _write_config(
+        tmp_path / "tiny.json",
+        task={"seq_len": 48},
+        train={"steps": 600, "checkpoint_every": 50, "eval_every": 50},
+    )
+    reference = run_cli("train", "--config", str(cfg), "--name", "reference", "--no-progress", cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr
+
+    proc = subprocess.Popen([*CLI, "train", "--config", str(cfg), "--no-progress"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    run_dir = tmp_path / "runs" / "tiny"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "checkpoints").is_dir() and any(s >= 100 for s in rundir.list_checkpoints(run_dir)):
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = rundir.list_checkpoints(run_dir)[-1]
+    assert killed_at < 600
+
+    resumed = run_cli("train", "--config", str(cfg), "--resume", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
+    assert strip(rundir.read_metrics(run_dir)) == strip(rundir.read_metrics(tmp_path / "runs" / "reference"))
+    final = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["step"] == 600
+
+
+def test_quickstart_smoke(tmp_path):
+    result = run_cli("quickstart", "--steps", "3", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "model loss / Bayes loss" in result.stdout
+    again = run_cli("quickstart", "--steps", "3", "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0 and "already complete" in again.stdout
