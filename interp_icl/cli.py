@@ -90,6 +90,11 @@ def _loss_table(final: dict[str, Any], title: str) -> Table:
                 f"{final[f'{key}_loss_last']:.4f}",
                 f"{final['eval_loss'] - final[f'{key}_loss']:+.4f}",
             )
+    floored = final.get("eval_floored_frac_last", 0.0)
+    if floored:
+        table.caption = (
+            f"{floored:.2%} of last-token targets got probability <= 1e-12 and count as 27.6 nats each"
+        )
     return table
 
 

@@ -16,15 +16,15 @@ def quickstart() -> RunConfig:
         task=DEFAULT_TASK,
         model=ModelConfig(family="standard", n_heads=2, d_model=64, d_head=32, d_mlp=256),
         train=TrainConfig(
-            steps=1500,
+            steps=2000,
             batch_size=32,
             optimizer="adamw",
-            lr=3e-3,
+            lr=6e-3,
             schedule="cosine",
             warmup_steps=50,
-            eval_every=100,
+            eval_every=200,
             n_eval=512,
-            checkpoint_every=250,
+            checkpoint_every=500,
         ),
     )
 

@@ -116,3 +116,24 @@ def test_broken_checkpoints_give_one_line_errors(tmp_path, tiny):
         load_run(run_dir)
     with pytest.raises(CheckpointError, match="no checkpoint at step 5"):
         load_run(run_dir, step=5)
+
+
+def test_floored_fraction_counts_gih_targets_absent_from_the_context(tmp_path):
+    """The gih output mixes context tokens, so exactly the targets never seen before get p = 0."""
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(
+        task={"vocab_size": 5, "alpha": 0.1, "seq_len": 12},
+        model={"family": "gih", "n_heads": 2, "window": 2, "max_degree": 2},
+        train={"steps": 2, "optimizer": "sgd", "lr": 1.0, "n_eval": 64},
+    )
+    trainer = Trainer.create(cfg, tmp_path / "gih", progress=False)
+    row = trainer.evaluate()
+    tokens = trainer.eval_batch.tokens
+    earlier = torch.stack(
+        [(tokens[:, :t] == tokens[:, t : t + 1]).any(1) for t in range(1, tokens.shape[1])], dim=1
+    )
+    unseen = ~earlier  # [n_eval, T - 1]: target t >= 1 absent from tokens < t
+    assert 0 < float(unseen.double().mean()) < 1
+    assert row["eval_floored_frac"] == pytest.approx(float(unseen.double().mean()), abs=1e-12)
+    assert row["eval_floored_frac_last"] == pytest.approx(float(unseen[:, -1].double().mean()), abs=1e-12)

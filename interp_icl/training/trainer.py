@@ -7,7 +7,10 @@ groups per stage with a fresh optimiser, like the paper's three stages.
 
 Evaluation runs at step 0, every `eval_every` steps, at every checkpoint and at the end, on a
 fixed held-out set: the model's loss over all targets and on the last token, beside the Bayes,
-unigram and true-parent S-gram losses on the same sequences.
+unigram and true-parent S-gram losses on the same sequences. `eval_floored_frac[_last]` is the
+fraction of targets given probability <= PROB_FLOOR (1e-12). The gih model's output is a mixture
+of context tokens, so a target absent from the context gets probability exactly 0; its loss there
+is the floor's 27.6 nats, a convention rather than a property of the model.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torch import Tensor, nn
 
 from interp_icl.config import RunConfig, StageConfig
 from interp_icl.errors import CheckpointError, ConfigError, require
-from interp_icl.models import build_model, is_gih, next_token_log_probs, training_module
+from interp_icl.models import PROB_FLOOR, build_model, is_gih, next_token_log_probs, training_module
 from interp_icl.tasks import Batch, Task, make_task
 from interp_icl.theory.estimators import mean_nll
 from interp_icl.training import rundir
@@ -199,7 +202,13 @@ class Trainer:
             ]
         )
         target = log_probs.gather(-1, tokens[..., None])[..., 0].double()
-        row = {"eval_loss": float(-target[:, 1:].mean()), "eval_loss_last": float(-target[:, -1].mean())}
+        floored = target <= math.log(PROB_FLOOR)  # the model gave the target probability <= PROB_FLOOR
+        row = {
+            "eval_loss": float(-target[:, 1:].mean()),
+            "eval_loss_last": float(-target[:, -1].mean()),
+            "eval_floored_frac": float(floored[:, 1:].double().mean()),
+            "eval_floored_frac_last": float(floored[:, -1].double().mean()),
+        }
         row.update(self.baseline_losses)
         row["loss_minus_bayes"] = row["eval_loss"] - row["bayes_loss"]
         row["loss_minus_bayes_last"] = row["eval_loss_last"] - row["bayes_loss_last"]
