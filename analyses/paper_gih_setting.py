@@ -77,7 +77,7 @@ def evaluate(run_path: str, n_eval: int, seed: int = 12345) -> dict[str, object]
         "parents": list(task.config.parents),
         "S_star_heads": list(subset) if subset is not None else None,
         "p_S_star": p_star,
-        "a": float(model.a),
+        "a": float(model.a.detach()),
         "loss_last": model_loss,
         "bayes_loss_last": bayes_loss,
         "sgram_parents_loss_last": mean_nll(sgram, tokens, slice(-1, None)),
