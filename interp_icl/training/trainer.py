@@ -202,7 +202,8 @@ class Trainer:
             ]
         )
         target = log_probs.gather(-1, tokens[..., None])[..., 0].double()
-        floored = target <= math.log(PROB_FLOOR)  # the model gave the target probability <= PROB_FLOOR
+        # targets the model gave probability <= PROB_FLOOR (tolerance for the float32 log of the floor)
+        floored = target <= math.log(PROB_FLOOR) + 1e-4
         row = {
             "eval_loss": float(-target[:, 1:].mean()),
             "eval_loss_last": float(-target[:, -1].mean()),
