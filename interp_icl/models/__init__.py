@@ -8,6 +8,8 @@ logits, 0 for the gih model, whose row t is the query slot of token t).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -59,11 +61,13 @@ def next_token_log_probs(model: nn.Module, tokens: Tensor, last_only: bool = Fal
     the last token, ``[B, d]``, using the cheapest path the family has.
     """
     d_vocab, n_ctx = model.cfg.d_vocab, model.cfg.n_ctx
+    tokens = check_tokens(tokens, d_vocab, n_ctx)
+    if last_only and tokens.shape[1] == 1:  # the first token has no context: uniform
+        return torch.full((tokens.shape[0], d_vocab), -math.log(d_vocab), device=tokens.device)
     if is_gih(model):
         if last_only:
             return torch.log(model.forward_last(tokens).clamp_min(PROB_FLOOR))
         return torch.log(model(tokens).clamp_min(PROB_FLOOR))
-    check_tokens(tokens, d_vocab, n_ctx)
     module = training_module(model)
     if last_only:
         return F.log_softmax(module(tokens[:, :-1])[:, -1], dim=-1)

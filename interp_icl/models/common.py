@@ -8,8 +8,9 @@ from torch import Tensor
 from interp_icl.errors import TokenError, require
 
 
-def check_tokens(tokens: Tensor, d_vocab: int, n_ctx: int) -> None:
-    """Raise TokenError unless `tokens` is an integer ``[batch, seq]`` tensor of valid ids."""
+def check_tokens(tokens: Tensor, d_vocab: int, n_ctx: int) -> Tensor:
+    """The tokens as int64 ``[batch, seq]``; TokenError unless they are integer ids in range,
+    at least one sequence of at least one token and no longer than n_ctx."""
     require(isinstance(tokens, Tensor), "tokens must be a torch.Tensor", TokenError)
     require(
         tokens.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8),
@@ -17,6 +18,11 @@ def check_tokens(tokens: Tensor, d_vocab: int, n_ctx: int) -> None:
         TokenError,
     )
     require(tokens.ndim == 2, f"tokens must have shape [batch, seq], got {tuple(tokens.shape)}", TokenError)
+    require(
+        tokens.shape[0] >= 1 and tokens.shape[1] >= 1,
+        f"tokens must hold at least one sequence of at least one token, got shape {tuple(tokens.shape)}",
+        TokenError,
+    )
     require(
         tokens.shape[1] <= n_ctx,
         f"sequence length {tokens.shape[1]} exceeds the model's context n_ctx={n_ctx}",
@@ -29,3 +35,4 @@ def check_tokens(tokens: Tensor, d_vocab: int, n_ctx: int) -> None:
             f"token ids must lie in [0, {d_vocab - 1}], got values in [{low}, {high}]",
             TokenError,
         )
+    return tokens.long()

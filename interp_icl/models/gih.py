@@ -225,7 +225,7 @@ class GIHModel(HookedRootModule):
     def forward(self, tokens: Tensor) -> Tensor:
         """Probabilities ``[B, T, d]``; row t is the law of token t given tokens < t."""
         cfg = self.cfg
-        check_tokens(tokens, cfg.d_vocab, cfg.n_ctx)
+        tokens = check_tokens(tokens, cfg.d_vocab, cfg.n_ctx)
         batch, seq = tokens.shape
         b0, b1 = self.blocks[0], self.blocks[1]
         x = self.hook_embed(F.one_hot(tokens, cfg.d_vocab).to(self.w_rpe.dtype))
@@ -262,7 +262,7 @@ class GIHModel(HookedRootModule):
         C > MAX_CODES.
         """
         cfg = self.cfg
-        check_tokens(tokens, cfg.d_vocab, cfg.n_ctx)
+        tokens = check_tokens(tokens, cfg.d_vocab, cfg.n_ctx)
         if (cfg.d_vocab + 1) ** cfg.window > MAX_CODES:
             return self._forward_last_by_position(tokens)
         d, n_codes = cfg.d_vocab, (cfg.d_vocab + 1) ** cfg.window
