@@ -90,10 +90,11 @@ def _loss_table(final: dict[str, Any], title: str) -> Table:
                 f"{final[f'{key}_loss_last']:.4f}",
                 f"{final['eval_loss'] - final[f'{key}_loss']:+.4f}",
             )
-    floored = final.get("eval_floored_frac_last", 0.0)
-    if floored:
+    floored_all, floored_last = final.get("eval_floored_frac", 0.0), final.get("eval_floored_frac_last", 0.0)
+    if floored_all or floored_last:
         table.caption = (
-            f"{floored:.2%} of last-token targets got probability <= 1e-12 and count as 27.6 nats each"
+            f"the model gave {floored_all:.2%} of all targets ({floored_last:.2%} of last tokens) "
+            "probability <= 1e-12; each counts as 27.6 nats"
         )
     return table
 

@@ -141,6 +141,21 @@ def test_out_of_range_tokens_are_rejected():
         model(torch.zeros(1, 41, dtype=torch.long))
     with pytest.raises(TokenError, match="integer"):
         model(torch.zeros(1, 4))
+    with pytest.raises(TokenError, match="at least one sequence of at least one token"):
+        model.forward_last(torch.zeros(2, 0, dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_narrow_integer_tokens_give_the_int64_result(dtype):
+    from interp_icl.models import next_token_log_probs
+
+    model = _random_model()
+    x = torch.randint(0, 3, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model(x.to(dtype)), model(x))
+        assert torch.equal(model.forward_last(x.to(dtype)), model.forward_last(x))
+        first = next_token_log_probs(model, x[:, :1].to(dtype), last_only=True)
+    assert torch.allclose(first, torch.full((2, 3), -math.log(3)))
 
 
 @pytest.mark.parametrize("window", [1, 3, 4])
