@@ -178,6 +178,67 @@ def quickstart(
     console.print(_loss_table(final, f"held-out loss at step {final['step']} (nats per token)"))
     ratio = final["eval_loss"] / final["bayes_loss"]
     console.print(f"model loss / Bayes loss = {ratio:.4f} (all targets)")
+    from interp_icl.analysis.console import role_summary
+    from interp_icl.analysis.pipeline import analyze_checkpoint
+
+    analysis = analyze_checkpoint(run_dir, "last")
+    console.print(role_summary(analysis, f"three roles at step {analysis.step} (interp-icl analyze {run_dir} for more)"))
+
+
+def _parse_step(text: str) -> int | str:
+    if text in ("all", "last"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--step must be a checkpoint step, 'last' or 'all', got {text!r}") from None
+
+
+@app.command()
+def analyze(
+    run: Path = typer.Argument(..., help="Run directory, e.g. runs/quickstart."),
+    step: str = typer.Option("last", help="Checkpoint step, 'last' or 'all' (dynamics over every checkpoint)."),
+    passes: str = typer.Option(",".join(("copier", "selector", "classifier", "head_scores", "theory")), help="Comma-separated passes."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default RUN/analysis)."),
+    n_sequences: int = typer.Option(256, help="Evaluation sequences drawn from the run's task."),
+    seed: int = typer.Option(0, help="Seed of the evaluation sequences and resampling."),
+    n_kernels: int = typer.Option(1000, help="Prior kernels for the theory pass."),
+    cache: bool = typer.Option(True, help="Reuse cached per-checkpoint results."),
+    progress: bool = typer.Option(True, help="Show a progress bar over checkpoints."),
+) -> None:
+    """Measure copier, selector and classifier roles (and head scores, theory) on a run's checkpoints."""
+    from interp_icl.analysis.console import analysis_tables
+    from interp_icl.analysis.dynamics import dynamics, stage_order
+    from interp_icl.analysis.pipeline import AnalysisSettings, analyze_checkpoint, resolve_steps, write_outputs
+
+    settings = AnalysisSettings(
+        passes=tuple(p.strip() for p in passes.split(",") if p.strip()), n_sequences=n_sequences, seed=seed, n_kernels=n_kernels
+    )
+    chosen = resolve_steps(run, _parse_step(step))
+    out_dir = out if out is not None else run / "analysis"
+    if step != "all":
+        analysis = analyze_checkpoint(run, chosen[0], settings, use_cache=cache)
+        for table in analysis_tables(analysis, f"{run} at step {analysis.step}"):
+            console.print(table)
+        summary = {"run": str(run), "headline": analysis.headline(), **analysis.summary()}
+        paths = write_outputs(analysis.table(), summary, out_dir, f"analysis_step{analysis.step}")
+    else:
+        from rich.progress import Progress
+
+        with Progress(console=console, disable=not progress, transient=True) as bar:
+            task_id = bar.add_task("analysing checkpoints", total=len(chosen))
+            table, analyses = dynamics(run, chosen, settings, on_step=lambda _: bar.advance(task_id))
+        final = analyses[chosen[-1]]
+        for t in analysis_tables(final, f"{run} at step {final.step} (last of {len(chosen)} checkpoints)"):
+            console.print(t)
+        order = stage_order(table, final) if {"copier", "classifier"} <= set(settings.passes) else None
+        if order is not None:
+            halves = ", ".join(f"{r} {s}" for r, s in order["half_rise_step"].items())
+            console.print(f"half-rise steps: {halves}; order {' -> '.join(order['order'])} "
+                          f"(paper: {' -> '.join(order['paper_order'])})")
+        summary = {"run": str(run), "steps": chosen, "stage_order": order, "final": final.summary()}
+        paths = write_outputs(table, summary, out_dir, "dynamics")
+    console.print("wrote " + ", ".join(str(p) for p in paths))
 
 
 @app.command()

@@ -1,0 +1,139 @@
+"""Dynamics: analysis passes over every checkpoint of a run, and the order in which roles form.
+
+`dynamics(run_dir, steps="all", settings)` returns one long DataFrame with columns
+``step, pass, unit, metric, value, stderr, n`` plus the passes' label columns (one row per
+checkpoint, pass, unit and metric), using the per-checkpoint cache of `analyze_checkpoint`.
+The theory pass does not depend on the weights and is computed once.
+
+`stage_order(table, final_summary)` reads one progress curve per role off that table:
+  * selector — gih: p_S of the head subset that copies the true parents at the last checkpoint;
+    other models: the best layer-2 head's full-match attention mass for the true parents;
+  * copier — mean attention mass of the heads that are copiers of a true parent at the last
+    checkpoint (all final copiers if none is), each at its final offset;
+  * classifier — the layer-2 effective inverse temperature (``full_match_logit_gap`` of the best
+    head for the true parents; a in the gih model once p_S is sharp);
+and the *half-rise step* of each: the first checkpoint where the curve has covered half of its
+change from the first to the last checkpoint. Roles sorted by half-rise step give the stage order;
+the paper's order for gih runs is selector, copier, classifier.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from interp_icl.analysis.pipeline import Analysis, AnalysisSettings, analyze_checkpoint, resolve_steps
+from interp_icl.analysis.result import PassResult
+from interp_icl.analysis.theory import theory
+from interp_icl.errors import require
+
+PAPER_STAGE_ORDER = ("selector", "copier", "classifier")
+
+
+def dynamics(
+    run_dir: str | Path,
+    steps: str | int | list[int] = "all",
+    settings: AnalysisSettings | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[pd.DataFrame, dict[int, Analysis]]:
+    """(long table over steps, {step: Analysis}) for the chosen checkpoints."""
+    from interp_icl.training.loading import load_run
+
+    settings = settings or AnalysisSettings()
+    chosen = steps if isinstance(steps, list) else resolve_steps(run_dir, steps)
+    theory_result: PassResult | None = None
+    if "theory" in settings.passes:
+        run = load_run(run_dir, chosen[-1])
+        if hasattr(run.task, "parents"):
+            theory_result = theory(run.task, run.model, settings.n_kernels, settings.seed)
+    analyses: dict[int, Analysis] = {}
+    frames = []
+    for step in chosen:
+        analysis = analyze_checkpoint(run_dir, step, settings, theory_result=theory_result)
+        analyses[step] = analysis
+        frames.append(long_table(analysis))
+        if on_step is not None:
+            on_step(step)
+    return pd.concat(frames, ignore_index=True), analyses
+
+
+def long_table(analysis: Analysis) -> pd.DataFrame:
+    """An Analysis's table with ``mean`` renamed ``value`` (the dynamics convention)."""
+    return analysis.table().rename(columns={"mean": "value"})
+
+
+def _curve(table: pd.DataFrame, **match: Any) -> pd.Series:
+    """value by step for the rows matching every column=value in `match` (mean over matches)."""
+    mask = pd.Series(True, index=table.index)
+    for column, value in match.items():
+        if column not in table.columns:
+            return pd.Series(dtype=float)
+        mask &= table[column] == value
+    return table[mask].groupby("step")["value"].mean().sort_index()
+
+
+def half_rise_step(curve: pd.Series) -> int | None:
+    """First step where the curve has covered half its change from the first to the last value."""
+    curve = curve.dropna()
+    if len(curve) < 2:
+        return None
+    start, end = float(curve.iloc[0]), float(curve.iloc[-1])
+    if math.isclose(start, end, abs_tol=1e-12):
+        return None
+    halfway = start + 0.5 * (end - start)
+    reached = curve[(curve - halfway) * math.copysign(1.0, end - start) >= 0]
+    return int(reached.index[0])
+
+
+def role_curves(table: pd.DataFrame, final: Analysis) -> dict[str, pd.Series]:
+    """Progress curve of each role (see the module docstring)."""
+    curves: dict[str, pd.Series] = {}
+    copier_summary = final.results["copier"].summary if "copier" in final.results else None
+    if copier_summary is not None:
+        true_parents = copier_summary.get("true_parents") or []
+        copiers = {u: h for u, h in copier_summary["heads"].items() if h["is_copier"]}
+        on_parents = {u: h for u, h in copiers.items() if h["parent_offset"] in true_parents}
+        parts = []
+        for unit, head in (on_parents or copiers).items():
+            layer, h = copier_summary["layer"], int(unit.split("H")[1])
+            parts.append(_curve(table, **{"pass": "copier", "metric": "attn_mass", "layer": layer, "head": h, "offset": head["attn_offset"]}))
+        if parts:
+            curves["copier"] = pd.concat(parts, axis=1).mean(axis=1)
+    selector_summary = final.results["selector"].summary if "selector" in final.results else None
+    classifier_summary = final.results["classifier"].summary if "classifier" in final.results else None
+    parents = (copier_summary or {}).get("true_parents")
+    if selector_summary is not None and "subset_weights" in selector_summary and copier_summary is not None and parents:
+        heads = copier_summary["heads"]
+        parent_heads = sorted(int(u.split("H")[1]) for u, h in heads.items() if h["is_copier"] and h["parent_offset"] in parents)
+        curves["selector"] = _curve(table, **{"pass": "selector", "metric": "subset_weight", "heads": str(parent_heads)})
+    elif classifier_summary is not None and classifier_summary.get("best_head"):
+        layer, h = classifier_summary["layer"], int(classifier_summary["best_head"].split("H")[1])
+        curves["selector"] = _curve(table, **{"pass": "classifier", "metric": "full_match_mass", "head": h, "offset_set": _label(parents)})
+    if classifier_summary is not None and classifier_summary.get("best_head") and parents:
+        h = int(classifier_summary["best_head"].split("H")[1])
+        curves["classifier"] = _curve(table, **{"pass": "classifier", "metric": "full_match_logit_gap", "head": h, "offset_set": _label(parents)})
+    return {role: c for role, c in curves.items() if len(c)}
+
+
+def stage_order(table: pd.DataFrame, final: Analysis) -> dict[str, Any]:
+    """Half-rise step per role, the roles in that order, and whether it is the paper's order."""
+    require("step" in table.columns, "stage_order needs a dynamics table with a step column")
+    halves = {role: half_rise_step(curve) for role, curve in role_curves(table, final).items()}
+    known = {r: s for r, s in halves.items() if s is not None}
+    order = sorted(known, key=lambda r: (known[r], PAPER_STAGE_ORDER.index(r)))
+    complete = set(known) == set(PAPER_STAGE_ORDER)
+    return {
+        "half_rise_step": halves,
+        "order": order,
+        "paper_order": list(PAPER_STAGE_ORDER),
+        "matches_paper_order": (tuple(order) == PAPER_STAGE_ORDER) if complete else None,
+        "ties": sorted({s for s in known.values() if list(known.values()).count(s) > 1}),
+    }
+
+
+def _label(offsets: list[int] | None) -> str | None:
+    return None if not offsets else "{" + ",".join(map(str, sorted(offsets))) + "}"
