@@ -120,6 +120,8 @@ def estimate_selection(
     n_lags = max(window, max(task.parents))
     generator = torch.Generator().manual_seed(seed)
     values: dict[tuple[str, tuple[int, ...]], list[Tensor]] = {(c, s): [] for c in CRITERIA for s in subsets}
+    n_states = task.vocab_size**n_lags
+    chunk = max(1, min(chunk, 4_000_000 // n_states**2))  # transition matrices of a chunk <= ~100 MB
     for start in range(0, n_kernels, chunk):
         kernels = task.sample_kernels(min(chunk, n_kernels - start), generator)
         joint = stationary_joint(kernels, task.parents, task.vocab_size, n_lags)
