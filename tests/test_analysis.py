@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformer_lens.head_detector import detect_head
 
-from interp_icl.analysis.classifier import classifier, match_counts, strategy_sets
+from interp_icl.analysis.classifier import classifier, match_counts
 from interp_icl.analysis.common import ActivationMemo, attention_scores, hook_cache, target_log_probs
 from interp_icl.analysis.copier import copier
 from interp_icl.analysis.head_scores import detection_patterns, head_scores, pattern_scores
@@ -163,8 +163,7 @@ def test_match_counts_brute_force():
                 assert counts[b, t, l] == expected
 
 
-def test_strategy_family_and_gap_selection():
-    assert strategy_sets(3, 2) == [(1,), (2,), (3,), (1, 2), (1, 3), (2, 3)]
+def test_gap_selection():
     assert select_by_gap({1: 1.0, 2: 0.9, 3: 0.1, 4: 0.05}) == ([1, 2], pytest.approx(0.8))
     assert select_by_gap({1: 0.0, 2: 0.0}) == ([], 0.0)
 

@@ -26,7 +26,6 @@ the Markov task the Bayes predictor *is* the parent-set S-gram with β = α.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 
@@ -34,21 +33,13 @@ import torch
 from torch import Tensor, nn
 
 from interp_icl.analysis.common import ActivationMemo, attention_scores, check_tokens_for, target_log_probs, target_offset
-from interp_icl.analysis.result import PassResult, make_table, mean_stderr, per_sequence_mean, row
+from interp_icl.analysis.result import PassResult, make_table, mean_stderr, per_sequence_mean, row, set_label
 from interp_icl.errors import require
-from interp_icl.theory.estimators import sgram_probs, unigram_probs
+from interp_icl.models import is_gih
+from interp_icl.theory.estimators import context_index, sgram_probs, unigram_probs
+from interp_icl.theory.selection import window_subsets
 
 DEFAULT_BETA = 0.01
-
-
-def set_label(offsets: Sequence[int]) -> str:
-    return "{" + ",".join(str(o) for o in sorted(offsets)) + "}"
-
-
-def strategy_sets(window: int, max_degree: int) -> list[tuple[int, ...]]:
-    """Every S ⊆ {1..window} with 1 <= |S| <= max_degree, by size then lexicographic."""
-    offsets = range(1, window + 1)
-    return [s for k in range(1, max_degree + 1) for s in itertools.combinations(offsets, k)]
 
 
 def match_counts(tokens: Tensor, offsets: Sequence[int]) -> Tensor:
@@ -57,8 +48,7 @@ def match_counts(tokens: Tensor, offsets: Sequence[int]) -> Tensor:
     batch, seq = tokens.shape
     counts = torch.zeros(batch, seq, seq, dtype=torch.long)
     for delta in offsets:
-        shifted = torch.full_like(tokens, -1)
-        shifted[:, delta:] = tokens[:, : seq - delta]
+        shifted = context_index(tokens, (delta,), 1)  # x_{p-δ} (any vocabulary: one offset, base unused)
         counts += (shifted[:, :, None] == shifted[:, None, :]).long()
     return counts
 
@@ -151,13 +141,11 @@ def classifier(
             s = tuple(sorted(s))
             require(min(s) >= 1, f"{role} offsets must be >= 1, got {list(s)}")
             sets[role] = s
-    gih_window = getattr(model.cfg, "window", None) if not hasattr(model.cfg, "d_model") else None
     if window is None:
         known = [o for s in sets.values() for o in s] + [2]
-        window = int(gih_window) if gih_window is not None else max(known) + 1
+        window = int(model.cfg.window) if is_gih(model) else max(known) + 1
     if max_degree is None:
-        gih_degree = getattr(model.cfg, "max_degree", None) if gih_window is not None else None
-        max_degree = int(gih_degree) if gih_degree is not None else min(window, 3)
+        max_degree = int(model.cfg.max_degree) if is_gih(model) else min(window, 3)
     longest = max([window] + [max(s) for s in sets.values()])
     require(seq >= longest + 3, f"classifier needs sequences of at least {longest + 3} tokens, got {seq}")
     require(bayes_probs is None or bayes_probs.shape == (batch, seq, d), "bayes_probs must be [B, T, d] like the tokens")
@@ -185,8 +173,9 @@ def classifier(
         "uniform": torch.full((batch, seq, d), 1.0 / d),
         "unigram": unigram_probs(tokens, d, beta),
     }
-    for s in strategy_sets(window, max_degree):
-        candidates[f"{set_label(s)}-gram"] = sgram_probs(tokens, s, d, beta)
+    sgram_offsets = {f"{set_label(s)}-gram": s for s in window_subsets(window, max_degree)}
+    for name, s in sgram_offsets.items():
+        candidates[name] = sgram_probs(tokens, s, d, beta)
     if bayes_probs is not None:
         candidates["bayes"] = bayes_probs
     kl = {name: _kl_per_sequence(log_model, probs, positions) for name, probs in candidates.items()}
@@ -198,19 +187,21 @@ def classifier(
         rows.append(row(f"strategy {name}", "nll", nll, strategy=name))
 
     ranked = sorted(kl, key=lambda n: mean_stderr(kl[n])[0])
-    sgrams = [n for n in ranked if n.endswith("-gram")]
+    sgrams = [n for n in ranked if n in sgram_offsets]
     best, second = ranked[0], ranked[1]
     margin, margin_se, _ = mean_stderr(kl[second] - kl[best])
     headline_role = "selected" if "selected" in sets else ("parents" if sets else None)
-    best_head = None
+    best_index = None
     if headline_role is not None:
-        best_head = max(heads, key=lambda u: _nan_to(heads[u][headline_role]["full_match_mass"], -1.0))
+        mass = lambda h: heads[f"L{layer}H{h}"][headline_role]["full_match_mass"]  # noqa: E731
+        best_index = max(range(n_heads), key=lambda h: -1.0 if math.isnan(mass(h)) else mass(h))
     summary = {
         "layer": layer,
         "target_offset": off,
         "offset_sets": {role: list(s) for role, s in sets.items()},
         "heads": heads,
-        "best_head": best_head,
+        "best_head": None if best_index is None else f"L{layer}H{best_index}",
+        "best_head_index": best_index,
         "best_head_for": headline_role,
         "strategy_window": window,
         "strategy_max_degree": max_degree,
@@ -218,7 +209,7 @@ def classifier(
         "kl_model_to_strategy": {n: mean_stderr(kl[n])[0] for n in ranked},
         "closest_strategy": best,
         "closest_sgram": sgrams[0],
-        "closest_sgram_offsets": _offsets_of(sgrams[0]),
+        "closest_sgram_offsets": list(sgram_offsets[sgrams[0]]),
         "runner_up": second,
         "margin_to_runner_up": margin,
         "margin_stderr": margin_se,
@@ -229,12 +220,3 @@ def classifier(
     if "parents" in sets:
         summary["closest_sgram_is_parents"] = summary["closest_sgram_offsets"] == list(sets["parents"])
     return PassResult("classifier", make_table(rows), summary)
-
-
-def _offsets_of(name: str) -> list[int]:
-    inner = name[name.index("{") + 1 : name.index("}")]
-    return [int(x) for x in inner.split(",") if x]
-
-
-def _nan_to(value: float, fill: float) -> float:
-    return fill if math.isnan(value) else value

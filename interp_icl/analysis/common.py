@@ -14,14 +14,14 @@ attends to i - r therefore copies parent offset ``r + target_offset`` of the tar
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
+from transformer_lens.model_bridge import TransformerBridge
 
 from interp_icl.errors import InterpICLError, require
-from interp_icl.models import next_token_log_probs, target_offset
+from interp_icl.models import is_gih, log_probs_from_logits, next_token_log_probs, target_offset
 from interp_icl.models.common import check_tokens
 
 __all__ = [
@@ -29,16 +29,11 @@ __all__ = [
     "attention_scores",
     "check_tokens_for",
     "hook_cache",
-    "n_layers",
     "next_token_log_probs",
     "resample_one_position",
     "target_log_probs",
     "target_offset",
 ]
-
-
-def n_layers(model: nn.Module) -> int:
-    return int(model.cfg.n_layers)
 
 
 def check_tokens_for(model: nn.Module, tokens: Tensor) -> Tensor:
@@ -136,11 +131,9 @@ def target_log_probs(model: nn.Module, tokens: Tensor, memo: ActivationMemo | No
     Same numbers as `interp_icl.models.next_token_log_probs`; for a TransformerLens model with a
     memo the logits come from the memo's ``unembed.hook_out`` instead of another forward.
     """
-    if memo is None or target_offset(model) != 1 or "unembed.hook_out" not in model.hook_dict:
+    if memo is None or is_gih(model) or "unembed.hook_out" not in model.hook_dict:
         return next_token_log_probs(model, tokens)
-    logits = hook_cache(model, tokens, ["unembed.hook_out"], memo=memo)["unembed.hook_out"]
-    uniform = torch.full_like(logits[:, :1], -math.log(logits.shape[-1]))
-    return torch.cat([uniform, torch.log_softmax(logits[:, :-1], dim=-1)], dim=1)
+    return log_probs_from_logits(hook_cache(model, tokens, ["unembed.hook_out"], memo=memo)["unembed.hook_out"])
 
 
 def attention_scores(
@@ -155,7 +148,7 @@ def attention_scores(
     it to 1e-4); a model whose scores cannot be recovered raises InterpICLError.
     """
     base = f"blocks.{layer}.attn."
-    if hasattr(model.cfg, "d_model"):  # a TransformerBridge
+    if isinstance(model, TransformerBridge):
         cache = hook_cache(model, tokens, [base + "hook_q", base + "hook_k", base + "hook_pattern"], memo=memo)
         q, k, pattern = cache[base + "hook_q"], cache[base + "hook_k"], cache[base + "hook_pattern"]
         use_scale = getattr(model.cfg, "use_attn_scale", True)

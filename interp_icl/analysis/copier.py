@@ -25,8 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from interp_icl.analysis.common import ActivationMemo, check_tokens_for, hook_cache, resample_one_position, target_offset
-from interp_icl.analysis.result import PassResult, make_table, per_sequence_mean, row
+from interp_icl.analysis.result import PassResult, make_table, row
 from interp_icl.errors import require
+from interp_icl.models import is_gih
 
 COPIER_THRESHOLD = 0.5
 
@@ -34,9 +35,8 @@ COPIER_THRESHOLD = 0.5
 def default_max_offset(model: nn.Module, parents: tuple[int, ...] | None) -> int:
     """Largest attention/parent offset the passes look at: the gih window + 1, else max(parents) + 2
     (so at least one non-parent offset is measured), else 4."""
-    window = getattr(model.cfg, "window", None)
-    if window is not None and not hasattr(model.cfg, "d_model"):
-        return int(window) + 1
+    if is_gih(model):
+        return int(model.cfg.window) + 1
     return max(parents) + 2 if parents else 4
 
 
@@ -105,6 +105,7 @@ def copier(
         mean_mass = per_seq.mean(0)
         r_best = int(mean_mass.argmax())
         heads[unit] = {
+            "head": h,
             "attn_offset": r_best,
             "parent_offset": r_best + off,
             "sharpness": float(mean_mass[r_best]),

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from interp_icl.analysis.pipeline import Analysis, AnalysisSettings, analyze_checkpoint, resolve_steps
-from interp_icl.analysis.result import PassResult
+from interp_icl.analysis.result import PassResult, set_label
 from interp_icl.analysis.theory import theory
 from interp_icl.errors import require
 
@@ -98,9 +98,9 @@ def role_curves(table: pd.DataFrame, final: Analysis) -> dict[str, pd.Series]:
         copiers = {u: h for u, h in copier_summary["heads"].items() if h["is_copier"]}
         on_parents = {u: h for u, h in copiers.items() if h["parent_offset"] in true_parents}
         parts = []
-        for unit, head in (on_parents or copiers).items():
-            layer, h = copier_summary["layer"], int(unit.split("H")[1])
-            parts.append(_curve(table, **{"pass": "copier", "metric": "attn_mass", "layer": layer, "head": h, "offset": head["attn_offset"]}))
+        for head in (on_parents or copiers).values():
+            match = {"pass": "copier", "metric": "attn_mass", "layer": copier_summary["layer"], "head": head["head"]}
+            parts.append(_curve(table, **match, offset=head["attn_offset"]))
         if parts:
             curves["copier"] = pd.concat(parts, axis=1).mean(axis=1)
     selector_summary = final.results["selector"].summary if "selector" in final.results else None
@@ -108,13 +108,13 @@ def role_curves(table: pd.DataFrame, final: Analysis) -> dict[str, pd.Series]:
     parents = (copier_summary or {}).get("true_parents")
     if selector_summary is not None and "subset_weights" in selector_summary and copier_summary is not None and parents:
         heads = copier_summary["heads"]
-        parent_heads = sorted(int(u.split("H")[1]) for u, h in heads.items() if h["is_copier"] and h["parent_offset"] in parents)
+        parent_heads = sorted(h["head"] for h in heads.values() if h["is_copier"] and h["parent_offset"] in parents)
         curves["selector"] = _curve(table, **{"pass": "selector", "metric": "subset_weight", "heads": str(parent_heads)})
     elif classifier_summary is not None and classifier_summary.get("best_head"):
-        layer, h = classifier_summary["layer"], int(classifier_summary["best_head"].split("H")[1])
+        h = classifier_summary["best_head_index"]
         curves["selector"] = _curve(table, **{"pass": "classifier", "metric": "full_match_mass", "head": h, "offset_set": _label(parents)})
     if classifier_summary is not None and classifier_summary.get("best_head") and parents:
-        h = int(classifier_summary["best_head"].split("H")[1])
+        h = classifier_summary["best_head_index"]
         curves["classifier"] = _curve(table, **{"pass": "classifier", "metric": "full_match_logit_gap", "head": h, "offset_set": _label(parents)})
     return {role: c for role, c in curves.items() if len(c)}
 
@@ -136,4 +136,4 @@ def stage_order(table: pd.DataFrame, final: Analysis) -> dict[str, Any]:
 
 
 def _label(offsets: list[int] | None) -> str | None:
-    return None if not offsets else "{" + ",".join(map(str, sorted(offsets))) + "}"
+    return set_label(offsets) if offsets else None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from interp_icl.analysis.classifier import classifier
 from interp_icl.analysis.common import ActivationMemo
 from interp_icl.analysis.copier import copier, default_max_offset
 from interp_icl.analysis.head_scores import head_scores
-from interp_icl.analysis.result import PassResult, _jsonable
+from interp_icl.analysis.result import PassResult, _jsonable, set_label
 from interp_icl.analysis.selector import selector
 from interp_icl.analysis.theory import theory
 from interp_icl.errors import InterpICLError, require
@@ -144,9 +143,8 @@ def analyze_model(
                 model, tokens, parents, selected, bayes_probs=task.bayes_probs(batch), memo=memo
             )
             if parents is not None and hasattr(task, "alpha"):
-                label = "{" + ",".join(map(str, parents)) + "}"
                 results["classifier"].summary["bayes_is"] = (
-                    f"the in-context {label}-gram with beta = alpha = {task.alpha} (Dirichlet posterior mean)"
+                    f"the in-context {set_label(parents)}-gram with beta = alpha = {task.alpha} (Dirichlet posterior mean)"
                 )
         if "head_scores" in settings.passes:
             results["head_scores"] = head_scores(model, seed=settings.seed)
@@ -284,6 +282,6 @@ def resolve_steps(run_dir: str | Path, step: int | str) -> list[int]:
     return [int(step)]
 
 
-__all__: Sequence[str] = (
+__all__ = (
     "PASSES", "Analysis", "AnalysisSettings", "analyze_model", "analyze_checkpoint", "resolve_steps", "write_outputs",
 )

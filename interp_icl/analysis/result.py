@@ -35,6 +35,11 @@ class PassResult:
         return json.dumps({"pass": self.name, "summary": self.summary}, indent=2, default=_jsonable)
 
 
+def set_label(offsets) -> str:
+    """Compact label of an offset set, ``(1, 2) -> "{1,2}"`` (used as a table key)."""
+    return "{" + ",".join(str(o) for o in sorted(offsets)) + "}"
+
+
 def mean_stderr(per_sequence: Tensor) -> tuple[float, float, int]:
     """Mean, standard error and count of per-sequence values ``[n]`` (NaNs dropped).
 

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from interp_icl.analysis.common import ActivationMemo, check_tokens_for, hook_cache, resample_one_position, target_offset
 from interp_icl.analysis.copier import default_max_offset, offset_masses
-from interp_icl.analysis.result import PassResult, make_table, row, scalar_row
+from interp_icl.analysis.result import PassResult, make_table, row, scalar_row, set_label
 from interp_icl.errors import require
 
 MARGIN_THRESHOLD = 0.5
@@ -170,7 +170,7 @@ def _subset_weights(model: nn.Module, tokens: Tensor, rows: list[dict], layer: i
     entries = []
     for k, subset in enumerate(model.subsets):
         offsets = sorted(copied[h] for h in subset)
-        label = "{" + ",".join(map(str, offsets)) + "}"
+        label = set_label(offsets)
         rows.append(scalar_row(f"p_S {label}", "subset_weight", float(p[k]), 1, heads=str(list(subset)), offset_set=label))
         entries.append((float(p[k]), offsets, list(subset)))
     entries.sort(key=lambda e: -e[0])

@@ -12,12 +12,13 @@ from torch import nn
 
 from interp_icl.analysis.result import PassResult, make_table
 from interp_icl.errors import require
+from interp_icl.models import is_gih
 from interp_icl.theory.selection import CRITERION_LABELS, estimate_selection
 
 
 def theory_window(model: nn.Module | None, parents: tuple[int, ...]) -> tuple[int, int]:
     """(W, D) of the candidate family for `model`."""
-    if model is not None and not hasattr(model.cfg, "d_model") and hasattr(model.cfg, "window"):
+    if model is not None and is_gih(model):
         return int(model.cfg.window), int(model.cfg.max_degree)
     window = max(parents) + 1
     return window, min(window, 3)

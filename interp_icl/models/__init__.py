@@ -71,13 +71,19 @@ def next_token_log_probs(model: nn.Module, tokens: Tensor, last_only: bool = Fal
     module = training_module(model)
     if last_only:
         return F.log_softmax(module(tokens[:, :-1])[:, -1], dim=-1)
-    logits = module(tokens)
-    uniform = torch.full_like(logits[:, :1], -torch.log(torch.tensor(float(d_vocab))).item())
+    return log_probs_from_logits(module(tokens))
+
+
+def log_probs_from_logits(logits: Tensor) -> Tensor:
+    """TransformerLens logits ``[B, T, d]`` (row i predicts token i+1) -> target-aligned
+    log-probabilities ``[B, T, d]`` (row t: law of token t; row 0 uniform)."""
+    uniform = torch.full_like(logits[:, :1], -math.log(logits.shape[-1]))
     return torch.cat([uniform, F.log_softmax(logits[:, :-1], dim=-1)], dim=1)
 
 
 __all__ = [
     "GIHConfig",
+    "log_probs_from_logits",
     "GIHModel",
     "build_model",
     "head_subsets",
