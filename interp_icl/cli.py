@@ -234,7 +234,8 @@ def analyze(
         order = stage_order(table, final) if {"copier", "classifier"} <= set(settings.passes) else None
         if order is not None:
             halves = ", ".join(f"{r} {s}" for r, s in order["half_rise_step"].items())
-            console.print(f"half-rise steps: {halves}; order {' -> '.join(order['order'])} "
+            tied = f"; ties at step(s) {', '.join(map(str, order['ties']))}: order undetermined" if order["ties"] else ""
+            console.print(f"half-rise steps: {halves}; order {' -> '.join(order['order'])}{tied} "
                           f"(paper: {' -> '.join(order['paper_order'])})")
         summary = {"run": str(run), "steps": chosen, "stage_order": order, "final": final.summary()}
         paths = write_outputs(table, summary, out_dir, "dynamics")

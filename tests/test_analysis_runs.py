@@ -51,6 +51,23 @@ def test_dynamics_table_and_stage_order(tiny_run):
     assert set(order["half_rise_step"]) <= {"selector", "copier", "classifier"}
 
 
+def test_stage_order_of_tied_roles_is_undetermined(monkeypatch):
+    import interp_icl.analysis.dynamics as dyn
+
+    steps = [0, 1, 2, 4]
+    def curves(rises):
+        return {role: pd.Series([0.0 if s < at else 1.0 for s in steps], index=steps) for role, at in rises.items()}
+
+    table = pd.DataFrame({"step": steps})
+    monkeypatch.setattr(dyn, "role_curves", lambda *_: curves({"selector": 1, "copier": 2, "classifier": 4}))
+    assert stage_order(table, None)["matches_paper_order"] is True
+    monkeypatch.setattr(dyn, "role_curves", lambda *_: curves({"selector": 4, "copier": 2, "classifier": 1}))
+    assert stage_order(table, None)["matches_paper_order"] is False
+    monkeypatch.setattr(dyn, "role_curves", lambda *_: curves({"selector": 4, "copier": 4, "classifier": 4}))
+    tied = stage_order(table, None)
+    assert tied["ties"] == [4] and tied["matches_paper_order"] is None
+
+
 def test_half_rise_step():
     curve = pd.Series([0.0, 0.1, 0.4, 0.6, 1.0], index=[0, 1, 2, 4, 8])
     assert half_rise_step(curve) == 4

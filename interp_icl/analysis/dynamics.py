@@ -14,7 +14,9 @@ The theory pass does not depend on the weights and is computed once.
     head for the true parents; a in the gih model once p_S is sharp);
 and the *half-rise step* of each: the first checkpoint where the curve has covered half of its
 change from the first to the last checkpoint. Roles sorted by half-rise step give the stage order;
-the paper's order for gih runs is selector, copier, classifier.
+the paper's order for gih runs is selector, copier, classifier. Roles with the same half-rise step
+formed between the same two checkpoints: their order is undetermined (``ties``), and so is
+``matches_paper_order`` (None).
 """
 
 from __future__ import annotations
@@ -125,13 +127,14 @@ def stage_order(table: pd.DataFrame, final: Analysis) -> dict[str, Any]:
     halves = {role: half_rise_step(curve) for role, curve in role_curves(table, final).items()}
     known = {r: s for r, s in halves.items() if s is not None}
     order = sorted(known, key=lambda r: (known[r], PAPER_STAGE_ORDER.index(r)))
-    complete = set(known) == set(PAPER_STAGE_ORDER)
+    ties = sorted({s for s in known.values() if list(known.values()).count(s) > 1})
+    decidable = set(known) == set(PAPER_STAGE_ORDER) and not ties  # ties: below checkpoint resolution
     return {
         "half_rise_step": halves,
         "order": order,
         "paper_order": list(PAPER_STAGE_ORDER),
-        "matches_paper_order": (tuple(order) == PAPER_STAGE_ORDER) if complete else None,
-        "ties": sorted({s for s in known.values() if list(known.values()).count(s) > 1}),
+        "matches_paper_order": (tuple(order) == PAPER_STAGE_ORDER) if decidable else None,
+        "ties": ties,
     }
 
 
