@@ -198,7 +198,9 @@ def _parse_step(text: str) -> int | str:
 def analyze(
     run: Path = typer.Argument(..., help="Run directory, e.g. runs/quickstart."),
     step: str = typer.Option("last", help="Checkpoint step, 'last' or 'all' (dynamics over every checkpoint)."),
-    passes: str = typer.Option(",".join(("copier", "selector", "classifier", "head_scores", "theory")), help="Comma-separated passes."),
+    passes: Optional[str] = typer.Option(
+        None, help="Comma-separated passes (default: all of copier,selector,classifier,head_scores,theory)."
+    ),
     out: Optional[Path] = typer.Option(None, help="Output directory (default RUN/analysis)."),
     n_sequences: int = typer.Option(256, help="Evaluation sequences drawn from the run's task."),
     seed: int = typer.Option(0, help="Seed of the evaluation sequences and resampling."),
@@ -209,11 +211,10 @@ def analyze(
     """Measure copier, selector and classifier roles (and head scores, theory) on a run's checkpoints."""
     from interp_icl.analysis.console import analysis_tables
     from interp_icl.analysis.dynamics import dynamics, stage_order
-    from interp_icl.analysis.pipeline import AnalysisSettings, analyze_checkpoint, resolve_steps, write_outputs
+    from interp_icl.analysis.pipeline import PASSES, AnalysisSettings, analyze_checkpoint, resolve_steps, write_outputs
 
-    settings = AnalysisSettings(
-        passes=tuple(p.strip() for p in passes.split(",") if p.strip()), n_sequences=n_sequences, seed=seed, n_kernels=n_kernels
-    )
+    chosen_passes = PASSES if passes is None else tuple(p.strip() for p in passes.split(",") if p.strip())
+    settings = AnalysisSettings(passes=chosen_passes, n_sequences=n_sequences, seed=seed, n_kernels=n_kernels)
     chosen = resolve_steps(run, _parse_step(step))
     out_dir = out if out is not None else run / "analysis"
     if step != "all":
