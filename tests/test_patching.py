@@ -1,0 +1,217 @@
+"""The patching engine against TransformerLens's own patching functions and hand-checkable truths."""
+
+import contextlib
+import io
+import math
+
+import pytest
+import torch
+from transformer_lens import patching as tl_patching
+
+from interp_icl.errors import InterpICLError
+from interp_icl.models import build_model
+from interp_icl.models.handmade_gih import gih_for_parents
+from interp_icl.patching import Metric, Target, ablation, activation_patching, target_loss
+from interp_icl.training.loading import load_run
+from interp_icl.training.trainer import Trainer
+from tests.conftest import tiny_config
+
+ORACLES = {
+    ("resid_pre", "pos"): tl_patching.get_act_patch_resid_pre,
+    ("resid_mid", "pos"): tl_patching.get_act_patch_resid_mid,
+    ("attn_out", "pos"): tl_patching.get_act_patch_attn_out,
+    ("mlp_out", "pos"): tl_patching.get_act_patch_mlp_out,
+    ("z", "pos"): tl_patching.get_act_patch_attn_head_out_by_pos,
+    ("q", "pos"): tl_patching.get_act_patch_attn_head_q_by_pos,
+    ("k", "pos"): tl_patching.get_act_patch_attn_head_k_by_pos,
+    ("v", "pos"): tl_patching.get_act_patch_attn_head_v_by_pos,
+    ("pattern", "pos"): tl_patching.get_act_patch_attn_head_pattern_by_pos,
+    ("z", "all"): tl_patching.get_act_patch_attn_head_out_all_pos,
+    ("q", "all"): tl_patching.get_act_patch_attn_head_q_all_pos,
+    ("k", "all"): tl_patching.get_act_patch_attn_head_k_all_pos,
+    ("v", "all"): tl_patching.get_act_patch_attn_head_v_all_pos,
+    ("pattern", "all"): tl_patching.get_act_patch_attn_head_pattern_all_pos,
+}
+SEQ_LEN = 10
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A randomly initialised and a trained standard model (TL-native bridges)."""
+    config = tiny_config()
+    random = build_model(config.model, 3, config.task.seq_len, seed=5).eval()
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    Trainer.create(config, run_dir, progress=False).run()
+    return {"random": random, "trained": load_run(run_dir).model}
+
+
+def metrics():
+    """A metric reading every row and one reading only the last row, per sequence."""
+    every = Metric(
+        lambda out: torch.log_softmax(out, -1)[..., 0].mean(-1) + out[..., 1].mean(-1),
+        None,
+        "every",
+    )
+    last = Metric(
+        lambda out: 3 * torch.log_softmax(out[:, -1], -1)[:, 2] - out[:, -1, 0], (-1,), "last"
+    )
+    return [every, last]
+
+
+def tl_oracle(function, model, clean, corrupted, metric):
+    _, clean_cache = model.run_with_cache(clean)
+    with contextlib.redirect_stderr(io.StringIO()):  # TransformerLens's tqdm bar
+        return function(model, corrupted, clean_cache, lambda out: metric(out).mean())
+
+
+@pytest.mark.parametrize("weights", ["random", "trained"])
+@pytest.mark.parametrize("batch", [1, 16])
+def test_every_sweep_equals_transformer_lens(models, weights, batch):
+    model = models[weights]
+    generator = torch.Generator().manual_seed(batch)
+    clean = torch.randint(0, 3, (batch, SEQ_LEN), generator=generator)
+    corrupted = torch.randint(0, 3, (batch, SEQ_LEN), generator=generator)
+    for (site, by), oracle in ORACLES.items():
+        for metric in metrics():
+            expected = tl_oracle(oracle, model, clean, corrupted, metric)
+            for engine in ("fast", "hooks"):
+                result = activation_patching(
+                    model, clean, corrupted, Target(site, by), metric, engine=engine
+                )
+                assert result.mean.shape == expected.shape, (site, by, engine)
+                error = (result.mean - expected).abs().max().item()
+                assert error < 1e-5, (site, by, metric.name, engine, error)
+
+
+def test_chunking_and_engines_agree_per_sequence(models):
+    model = models["trained"]
+    generator = torch.Generator().manual_seed(0)
+    clean, corrupted = torch.randint(0, 3, (2, 5, SEQ_LEN), generator=generator)
+    metric = target_loss(model, corrupted)
+    for site in ("resid_pre", "k", "z"):
+        whole = activation_patching(model, clean, corrupted, Target(site), metric, engine="fast")
+        one_by_one = activation_patching(
+            model, clean, corrupted, Target(site), metric, engine="fast", memory_mb=1e-6
+        )
+        hooks = activation_patching(
+            model, clean, corrupted, Target(site), metric, engine="hooks", memory_mb=1e-6
+        )
+        assert one_by_one.info["chunk_size"] == 1 and whole.info["chunk_size"] > 1
+        torch.testing.assert_close(whole.values, one_by_one.values, atol=1e-5, rtol=0)
+        torch.testing.assert_close(whole.values, hooks.values, atol=1e-5, rtol=0)
+
+
+def test_noising_is_denoising_with_the_runs_swapped(models):
+    model = models["trained"]
+    generator = torch.Generator().manual_seed(1)
+    clean, corrupted = torch.randint(0, 3, (2, 4, SEQ_LEN), generator=generator)
+    metric = metrics()[0]
+    noised = activation_patching(model, clean, corrupted, Target("z"), metric, mode="noise")
+    swapped = activation_patching(model, corrupted, clean, Target("z"), metric, mode="denoise")
+    torch.testing.assert_close(noised.values, swapped.values)
+    # patching every position of the whole residual stream at layer 0 turns one run into the other
+    full = activation_patching(model, clean, corrupted, Target("resid_pre", by="all"), metric)
+    torch.testing.assert_close(full.values[0], full.source, atol=1e-5, rtol=0)
+    assert full.table["recovered"].iloc[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_ablations_against_direct_hooks(models):
+    model = models["trained"]
+    tokens = torch.randint(0, 3, (6, SEQ_LEN), generator=torch.Generator().manual_seed(2))
+    metric = target_loss(model, tokens)
+    zero = ablation(model, tokens, Target("z", by="all"), metric, kind="zero")
+
+    def zero_head(act, hook):
+        act = act.clone()
+        act[:, :, 1] = 0
+        return act
+
+    logits = model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.attn.hook_z", zero_head)])
+    torch.testing.assert_close(zero.values[1, 1], metric(logits), atol=1e-5, rtol=0)
+    # resampling from the same sequences and mean-ablating with a batch of one sequence are no-ops
+    same = ablation(
+        model, tokens, Target("z", by="all"), metric, kind="resample", reference_tokens=tokens
+    )
+    torch.testing.assert_close(same.values, same.baseline.expand_as(same.values), atol=1e-5, rtol=0)
+    one = ablation(
+        model, tokens[:1], Target("mlp_out"), target_loss(model, tokens[:1]), kind="mean"
+    )
+    torch.testing.assert_close(one.values, one.baseline.expand_as(one.values), atol=1e-5, rtol=0)
+    resampled = ablation(model, tokens, Target("z", by="all"), metric, kind="resample")
+    assert resampled.info["ablation"] == "resample" and not torch.allclose(
+        resampled.values, resampled.baseline
+    )
+
+
+def test_gih_models_patch_through_hooks():
+    model = gih_for_parents((1, 2), vocab_size=3, n_ctx=12, window=3, distractor=True)
+    generator = torch.Generator().manual_seed(3)
+    clean, corrupted = torch.randint(0, 3, (2, 4, 12), generator=generator)
+    metric = Metric(lambda out: torch.log(out[:, -1].clamp_min(1e-12))[:, 0], (-1,))
+    result = activation_patching(model, clean, corrupted, Target("z", layers=(0,)), metric)
+    assert result.info["engine"] == "hooks" and result.mean.shape == (1, 12, 3)
+    _, cache = model.run_with_cache(clean)
+    for pos, head in [(11, 0), (10, 1), (3, 2)]:
+
+        def patch(act, hook, pos=pos, head=head):
+            act = act.clone()
+            act[:, pos, head] = cache["blocks.0.attn.hook_z"][:, pos, head]
+            return act
+
+        out = model.run_with_hooks(corrupted, fwd_hooks=[("blocks.0.attn.hook_z", patch)])
+        torch.testing.assert_close(result.values[0, pos, head], metric(out))
+    with pytest.raises(InterpICLError, match="fast patching engine"):
+        activation_patching(
+            model, clean, corrupted, Target("z", layers=(0,)), metric, engine="fast"
+        )
+    with pytest.raises(InterpICLError, match="no hook"):
+        activation_patching(model, clean, corrupted, Target("resid_pre"), metric)
+
+
+def test_metric_reading_an_undeclared_row_gets_nan(models):
+    model = models["trained"]
+    tokens = torch.randint(0, 3, (2, 3, SEQ_LEN), generator=torch.Generator().manual_seed(4))
+    sneaky = Metric(lambda out: out[:, 0, 0], (-1,))
+    result = activation_patching(model, tokens[0], tokens[1], Target("z"), sneaky)
+    assert torch.isnan(result.values).all()
+
+
+def test_bad_input_is_rejected(models):
+    model = models["trained"]
+    tokens = torch.randint(0, 3, (2, SEQ_LEN))
+    metric = metrics()[0]
+    for bad, message in [
+        (lambda: Target("embed"), "unknown patching site"),
+        (lambda: Target("z", by="head"), "unknown granularity"),
+        (
+            lambda: activation_patching(model, tokens, tokens, Target("z", layers=(2,)), metric),
+            "out of range",
+        ),
+        (
+            lambda: activation_patching(model, tokens, tokens[:1], Target("z"), metric),
+            "differ in shape",
+        ),
+        (lambda: activation_patching(model, tokens, tokens + 3, Target("z"), metric), "token"),
+        (
+            lambda: activation_patching(model, tokens, tokens, Target("z"), metric, mode="up"),
+            "unknown patching mode",
+        ),
+        (
+            lambda: activation_patching(model, tokens, tokens, Target("z"), metric, engine="gpu"),
+            "unknown patching engine",
+        ),
+        (lambda: ablation(model, tokens, Target("z"), metric, kind="half"), "unknown ablation"),
+        (
+            lambda: activation_patching(
+                model, tokens, tokens, Target("z"), Metric(metric.fn, (SEQ_LEN,))
+            ),
+            "outside",
+        ),
+    ]:
+        with pytest.raises(InterpICLError, match=message):
+            bad()
+    assert math.isnan(
+        float(
+            activation_patching(model, tokens[:1], tokens[:1], Target("z"), metric).stderr[0, 0, 0]
+        )
+    )
