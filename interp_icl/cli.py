@@ -244,6 +244,68 @@ def analyze(
 
 
 @app.command()
+def patch(
+    run: Path = typer.Argument(..., help="Run directory, e.g. runs/quickstart."),
+    step: str = typer.Option("last", help="Checkpoint step or 'last'."),
+    target: str = typer.Option("z", help="Site: resid_pre, resid_mid, resid_post, attn_out, mlp_out, z, q, k, v, pattern."),
+    by: str = typer.Option("pos", help="'pos' (per position) or 'all' (every position at once)."),
+    metric: str = typer.Option("last-loss", help="loss, last-loss, kl or last-kl (against the clean sequence)."),
+    corrupt: str = typer.Option("parents", help="parents (change the last token's parents) or resample (fresh sequences)."),
+    mode: str = typer.Option("denoise", help="denoise (clean into corrupted) or noise (corrupted into clean)."),
+    ablate: Optional[str] = typer.Option(None, help="zero, mean or resample: ablate in the clean run instead of patching."),
+    n_sequences: int = typer.Option(64, help="Sequences drawn from the run's task."),
+    seed: int = typer.Option(0, help="Seed of the sequences and corruptions."),
+    memory_mb: float = typer.Option(1024.0, help="Memory budget of the patches run together (MB)."),
+    attribution: bool = typer.Option(True, help="Also estimate the sweep by attribution patching and report its correlation."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default RUN/patching)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Patch every head/position of one site on a checkpoint; write the table, summary and heatmap."""
+    from interp_icl.analysis.pipeline import resolve_steps, write_outputs
+    from interp_icl.patching.experiment import PatchSettings, run_experiment
+    from interp_icl.viz.html import write_figures_html
+    from interp_icl.viz.patching import patch_heatmap
+
+    settings = PatchSettings(
+        site=target, by=by, metric=metric, corrupt=corrupt, mode=mode, ablate=ablate,
+        n_sequences=n_sequences, seed=seed, memory_mb=memory_mb, attribution=attribution,
+    )
+    (chosen,) = resolve_steps(run, _parse_step(step)) if step != "all" else (None,)
+    require(chosen is not None, "--step all is not supported by patch; give a step or 'last'")
+    experiment = run_experiment(run, chosen, settings, progress=progress)
+    result = experiment.result
+    console.print(_patch_table(experiment))
+    how = f"{settings.ablate} ablation" if settings.ablate else f"{settings.mode} ({settings.corrupt} corruption)"
+    line = f"{how}; metric {settings.metric}: baseline {result.baseline.mean():.4f}"
+    if result.source is not None:
+        line += f", source run {result.source.mean():.4f}"
+    console.print(line + f"; engine {result.info['engine']}")
+    if experiment.attribution is not None:
+        a = experiment.attribution
+        console.print(f"attribution patching vs exact: Pearson r = {a['pearson']:.3f}, Spearman = {a['spearman']:.3f} over {a['n_patches']} patches")
+    out_dir = out if out is not None else run / "patching"
+    stem = f"patch_{target}_{by}_step{experiment.step}" if not ablate else f"ablate_{ablate}_{target}_{by}_step{experiment.step}"
+    paths = write_outputs(result.table, experiment.summary(), out_dir, stem)
+    paths.append(write_figures_html([patch_heatmap(result)], out_dir / f"{stem}.html", f"{run} step {experiment.step}: {stem}"))
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _patch_table(experiment) -> Table:
+    result = experiment.result
+    table = result.table
+    top = table.reindex(table["effect"].abs().sort_values(ascending=False).index).head(10)
+    out = Table(title=f"largest effects: {result.site} by {experiment.settings.by} (n = {result.n} sequences)")
+    for column in result.axes:
+        out.add_column(column, justify="right")
+    out.add_column("effect on " + result.metric, justify="right")
+    out.add_column("recovered", justify="right")
+    for _, row in top.iterrows():
+        recovered = f"{row['recovered']:.2f}" if "recovered" in row else "-"
+        out.add_row(*[str(int(row[a])) for a in result.axes], f"{row['effect']:+.4f} ± {row['effect_stderr']:.4f}", recovered)
+    return out
+
+
+@app.command()
 def runs(out_dir: Path = typer.Option(Path("runs"), help="Where run directories live.")) -> None:
     """List runs with their last step, held-out loss and loss - Bayes."""
     require(out_dir.is_dir(), f"{out_dir} does not exist; train a run first")

@@ -1,6 +1,7 @@
 """The patching engine against TransformerLens's own patching functions and hand-checkable truths."""
 
 import contextlib
+import copy
 import io
 import math
 
@@ -214,4 +215,153 @@ def test_bad_input_is_rejected(models):
         float(
             activation_patching(model, tokens[:1], tokens[:1], Target("z"), metric).stderr[0, 0, 0]
         )
+    )
+
+
+def direct_path_oracle(model, clean, corrupted, metric, src, dst, component):
+    """The direct path through the bridge's own LayerNorm and projection modules: the q/k/v input
+    Linear reads LN(resid + source head's write), and only head `dst` keeps the result."""
+    _, clean_cache = model.run_with_cache(clean)
+    _, base_cache = model.run_with_cache(corrupted)
+    z = "blocks.0.attn.hook_z"
+    delta = (clean_cache[z][:, :, src] - base_cache[z][:, :, src]) @ model.blocks[0].attn.W_O[src]
+    new_input = model.blocks[1].ln1(base_cache["blocks.1.hook_resid_pre"] + delta)
+    captured = {}
+
+    def grab(act, hook):
+        captured["act"] = act.clone()
+        return act
+
+    model.run_with_hooks(
+        corrupted,
+        fwd_hooks=[
+            (f"blocks.1.attn.{component}.hook_in", lambda act, hook: new_input),
+            (f"blocks.1.attn.hook_{component}", grab),
+        ],
+    )
+
+    def put(act, hook):
+        act = act.clone()
+        act[:, :, dst] = captured["act"][:, :, dst]
+        return act
+
+    return metric(
+        model.run_with_hooks(corrupted, fwd_hooks=[(f"blocks.1.attn.hook_{component}", put)])
+    )
+
+
+def test_path_patching_equals_the_direct_path_through_the_models_own_modules(models):
+    from interp_icl.patching.paths import path_patching
+
+    model = models["trained"]
+    clean, corrupted = torch.randint(
+        0, 3, (2, 4, SEQ_LEN), generator=torch.Generator().manual_seed(6)
+    )
+    metric = metrics()[1]
+    for component in ("q", "k", "v"):
+        for engine in ("fast", "hooks"):
+            result = path_patching(
+                model, clean, corrupted, metric, component=component, engine=engine
+            )
+            assert result.axes == ("src_head", "dst_head") and result.values.shape == (2, 2, 4)
+            for src in range(2):
+                for dst in range(2):
+                    expected = direct_path_oracle(
+                        model, clean, corrupted, metric, src, dst, component
+                    )
+                    torch.testing.assert_close(result.values[src, dst], expected, atol=1e-5, rtol=0)
+
+
+def test_gih_paths_run_through_the_ffn_and_values_carry_nothing():
+    from interp_icl.patching.paths import path_patching
+
+    model = gih_for_parents((1, 2), vocab_size=3, n_ctx=12, window=3, distractor=True)
+    clean, corrupted = torch.randint(0, 3, (2, 8, 12), generator=torch.Generator().manual_seed(7))
+    metric = target_loss(model, clean, rows=(-1,))
+    query = path_patching(model, clean, corrupted, metric, component="q")
+    value = path_patching(model, clean, corrupted, metric, component="v")
+    assert query.info["path"] == "ffn" and query.values.shape == (3, 1, 8)
+    torch.testing.assert_close(value.values, value.baseline.expand_as(value.values))
+    # the parent-copying heads move the query; the distractor (head 2) is not read by the FFN
+    assert query.effect[:2].abs().min() > 10 * query.effect[2].abs().max()
+
+
+def test_attribution_is_exact_to_first_order(models):
+    from interp_icl.patching import patch_sweep
+    from interp_icl.patching.attribution import attribution_sweep, compare_with_exact
+    from interp_icl.patching.sources import cached_activations
+    from interp_icl.patching.targets import hook_name
+
+    model = copy.deepcopy(
+        models["trained"]
+    ).double()  # float64: effects ~1e-7; small nudges rarely cross a ReLU kink
+    generator = torch.Generator().manual_seed(8)
+    tokens = torch.randint(0, 3, (8, SEQ_LEN), generator=generator)
+    metric = target_loss(model, tokens)
+    for site in ("z", "resid_pre", "pattern", "k"):
+        names = [hook_name(site, layer) for layer in range(2)]
+        base = cached_activations(model, tokens, names)
+        nudged = {
+            n: a + 1e-6 * torch.randn(a.shape, generator=generator, dtype=a.dtype)
+            for n, a in base.items()
+        }
+        exact = patch_sweep(model, tokens, nudged, Target(site), metric)
+        estimate = attribution_sweep(model, tokens, nudged, Target(site), metric)
+        comparison = compare_with_exact(estimate, exact)
+        assert comparison["pearson"] > 0.999, (site, comparison)
+        assert comparison["max_abs_error"] < 0.05 * comparison["exact_effect_range"], (
+            site,
+            comparison,
+        )
+
+
+def test_parent_corruption_changes_exactly_the_last_tokens_parents():
+    from interp_icl.patching.experiment import parent_corruption
+    from interp_icl.tasks import make_task
+
+    task = make_task(tiny_config(task={"parents": [1, 3]}).task)
+    clean = task.sample(50, torch.Generator().manual_seed(0)).tokens
+    corrupted = parent_corruption(task, clean, torch.Generator().manual_seed(1))
+    changed = (clean != corrupted).any(0).nonzero()[:, 0].tolist()
+    seq_len = clean.shape[1]
+    assert changed == [seq_len - 4, seq_len - 2]
+    assert (clean[:, changed] != corrupted[:, changed]).all()
+
+
+def test_patch_cli_writes_table_summary_and_offline_heatmap(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from tests.test_cli import run_cli
+
+    run_dir = tmp_path / "tiny"
+    Trainer.create(
+        tiny_config(train={"steps": 8, "checkpoint_every": 8}), run_dir, progress=False
+    ).run()
+    done = run_cli("patch", str(run_dir), "--n-sequences", "8", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "largest effects" in done.stdout and "attribution patching vs exact" in done.stdout
+    out = run_dir / "patching"
+    table = pd.read_parquet(out / "patch_z_pos_step8.parquet")
+    assert len(table) == 2 * 24 * 2 and {
+        "layer",
+        "pos",
+        "head",
+        "effect",
+        "effect_stderr",
+        "recovered",
+    } <= set(table)
+    summary = json.loads((out / "patch_z_pos_step8.json").read_text())
+    assert summary["engine"] == "fast" and summary["settings"]["corrupt"] == "parents"
+    html = (out / "patch_z_pos_step8.html").read_text()
+    assert (
+        '<script src="http' not in html and "Plotly.newPlot" in html
+    )  # plotly.js inlined: offline
+    before = sorted(p.name for p in out.iterdir())
+    bad = run_cli("patch", str(run_dir), "--target", "embed", "--no-progress", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown patching site 'embed'")
+    assert (
+        len(bad.stderr.strip().splitlines()) == 1
+        and sorted(p.name for p in out.iterdir()) == before
     )

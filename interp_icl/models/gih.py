@@ -177,6 +177,10 @@ class GIHModel(HookedRootModule):
         c2 = self.c**2
         return c2 / c2.sum()
 
+    def heads_in_layer(self, layer: int) -> int:
+        """Attention heads of block `layer`: cfg.n_heads copiers in layer 1, one head in layer 2."""
+        return self.cfg.n_heads if layer == 0 else 1
+
     @property
     def feature_size(self) -> int:
         return sum(self.cfg.d_vocab ** len(s) for s in self.subsets)

@@ -352,7 +352,7 @@ class FastEngine:
         k[key_config, :, :, key_pos] = new_k.expand(-1, self.batch, -1, -1)
         v[key_config, :, :, key_pos] = new_v.expand(-1, self.batch, -1, -1)
         width, slot = _max_count(config, n_configs), _slots(config, n_configs)
-        q_grid = torch.zeros(n_configs, self.batch, self.n_heads, width, self.d_head)
+        q_grid = q.new_zeros(n_configs, self.batch, self.n_heads, width, self.d_head)
         q_grid[config, :, :, slot] = q.permute(2, 0, 1, 3)
         pos_grid = torch.zeros(n_configs, width, dtype=torch.long)
         pos_grid[config, slot] = pos

@@ -44,7 +44,7 @@ def evaluate(metric: Metric, outputs: Tensor) -> Tensor:
                 f"metric {metric.name!r} must return one value per sequence, shape ({outputs.shape[1]},); "
                 f"got {tuple(value.shape)}"
             )
-        values.append(value.float())
+        values.append(value)
     return torch.stack(values)
 
 

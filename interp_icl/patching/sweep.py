@@ -22,7 +22,7 @@ from interp_icl.patching import fast_engine, hooks_engine
 from interp_icl.patching.metrics import Metric
 from interp_icl.patching.result import PatchResult
 from interp_icl.patching.sources import ablation_activations, cached_activations
-from interp_icl.patching.targets import Configs, Target, hook_name
+from interp_icl.patching.targets import Configs, Target, heads_per_layer, hook_name
 
 ENGINES = ("auto", "fast", "hooks")
 MODES = ("denoise", "noise")
@@ -64,7 +64,7 @@ def patch_sweep(
     tokens = check_tokens_for(model, base_tokens)
     batch, seq_len = tokens.shape
     cfg = model.cfg
-    configs = target.configs(cfg.n_layers, cfg.n_heads, seq_len)
+    configs = target.configs(cfg.n_layers, heads_per_layer(model, target), seq_len)
     names = [hook_name(target.site, layer) for layer in configs.layers]
     missing = [n for n in names if n not in model.hook_dict]
     if missing:
@@ -95,7 +95,7 @@ def patch_sweep(
         baseline = hooks_engine.evaluate(metric, masked_base[None])[0]
 
         chunk = max(1, int(memory_mb * 2**20 // per_config))
-        values = torch.empty(len(configs), batch)
+        values = torch.empty(len(configs), batch, dtype=baseline.dtype)
         chunks = list(_chunks(configs, chunk, by_layer=engine == "fast"))
         for index in _progress(chunks, progress, f"patching {target.site}"):
             part = configs.subset(index)
@@ -139,13 +139,7 @@ def activation_patching(
     names = [hook_name(target.site, layer) for layer in target.resolved_layers(model.cfg.n_layers)]
     model.eval()
     sources = cached_activations(model, source, names)
-    with torch.no_grad():
-        source_output = model(source)
-    keep = hooks_engine.read_mask_for(metric.rows(source.shape[1]), source.shape[1])
-    source_output = torch.where(
-        keep[None, :, None], source_output, torch.full_like(source_output, math.nan)
-    )
-    source_values = hooks_engine.evaluate(metric, source_output[None])[0]
+    source_values = metric_values(model, source, metric)
     result = patch_sweep(
         model, base, sources, target, metric, source_values=source_values, **options
     )
@@ -173,6 +167,15 @@ def ablation(
     result = patch_sweep(model, tokens, sources, target, metric, **options)
     result.info["ablation"] = kind
     return result
+
+
+def metric_values(model: nn.Module, tokens: Tensor, metric: Metric) -> Tensor:
+    """``[B]`` the metric on the unpatched run of `tokens` (rows it does not read set to NaN)."""
+    with torch.no_grad():
+        output = model(tokens)
+    keep = hooks_engine.read_mask_for(metric.rows(tokens.shape[1]), tokens.shape[1])
+    output = torch.where(keep[None, :, None], output, torch.full_like(output, math.nan))
+    return hooks_engine.evaluate(metric, output[None])[0]
 
 
 def _chunks(configs: Configs, size: int, by_layer: bool) -> Iterator[Tensor]:

@@ -77,9 +77,17 @@ class Target:
             )
         return layers
 
-    def configs(self, n_layers: int, n_heads: int, seq_len: int) -> Configs:
-        """Every patch of the sweep, in the row-major order of `axes()`."""
+    def configs(self, n_layers: int, n_heads: int | dict[int, int], seq_len: int) -> Configs:
+        """Every patch of the sweep, in the row-major order of `axes()`. `n_heads` may be given per
+        layer (``{layer: heads}``); the patched layers must then agree."""
         layers = self.resolved_layers(n_layers)
+        if isinstance(n_heads, dict):
+            counts = {n_heads[layer] for layer in layers}
+            require(
+                len(counts) == 1 or not self.per_head,
+                f"layers {list(layers)} have different numbers of heads ({sorted(counts)}); patch them separately",
+            )
+            n_heads = counts.pop()
         positions = list(range(seq_len)) if self.by == "pos" else [ALL]
         heads = list(range(n_heads)) if self.per_head else [ALL]
         rows: list[tuple[int, int, int]] = []
@@ -132,3 +140,15 @@ class Configs:
         """``[C, H]`` bool: the heads each patch writes."""
         heads = torch.arange(n_heads)
         return (self.head[:, None] == ALL) | (self.head[:, None] == heads[None, :])
+
+
+def heads_per_layer(model, target: Target) -> dict[int, int]:
+    """``{layer: heads}`` for the target's layers, from the model's hook shapes (the gih model's
+    layer 2 has one head while ``cfg.n_heads`` counts layer 1's)."""
+    cfg = model.cfg
+    counts = {}
+    for layer in target.resolved_layers(cfg.n_layers):
+        counts[layer] = cfg.n_heads
+        if target.per_head and hasattr(model, "heads_in_layer"):
+            counts[layer] = model.heads_in_layer(layer)
+    return counts

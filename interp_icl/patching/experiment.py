@@ -1,0 +1,144 @@
+"""A patching sweep on a run's checkpoint, as the `interp-icl patch` command runs it.
+
+Inputs come from the run's own task (seeded): clean sequences, and corrupted ones made by
+
+- ``parents``: the tokens at the parent positions of the last token are changed (each to a
+  different token drawn uniformly), so the in-context evidence for the last prediction changes
+  while everything else stays; pair it with a ``last-*`` metric;
+- ``resample``: fresh, independent sequences from the task.
+
+Metrics, always against the clean sequence: ``loss`` (mean NLL of the clean tokens over every
+prediction row), ``last-loss`` (NLL of the clean last token), ``kl`` / ``last-kl`` (KL from the
+clean run's prediction, every row / the last row). Denoising patches clean activations into the
+corrupted run; noising the reverse; ``ablate`` replaces activations by zero/mean/resampled ones in
+the clean run instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from interp_icl.errors import require
+from interp_icl.patching.attribution import attribution_patching, compare_with_exact
+from interp_icl.patching.metrics import Metric, kl_to, prediction_rows, target_loss
+from interp_icl.patching.result import PatchResult
+from interp_icl.patching.sources import ABLATIONS
+from interp_icl.patching.sweep import DEFAULT_MEMORY_MB, MODES, ablation, activation_patching
+from interp_icl.patching.targets import Target
+from interp_icl.training.seeding import derive_seed
+
+CORRUPTIONS = ("parents", "resample")
+METRICS = ("loss", "last-loss", "kl", "last-kl")
+
+
+@dataclass(frozen=True)
+class PatchSettings:
+    site: str = "z"
+    by: str = "pos"
+    metric: str = "last-loss"
+    corrupt: str = "parents"
+    mode: str = "denoise"
+    ablate: str | None = None
+    n_sequences: int = 64
+    seed: int = 0
+    memory_mb: float = DEFAULT_MEMORY_MB
+    attribution: bool = True
+
+    def __post_init__(self) -> None:
+        require(
+            self.metric in METRICS,
+            f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}",
+        )
+        require(
+            self.corrupt in CORRUPTIONS,
+            f"unknown corruption {self.corrupt!r}; choose one of {', '.join(CORRUPTIONS)}",
+        )
+        require(
+            self.mode in MODES, f"unknown patching mode {self.mode!r}; choose 'denoise' or 'noise'"
+        )
+        require(
+            self.ablate is None or self.ablate in ABLATIONS,
+            f"unknown ablation {self.ablate!r}; choose one of {', '.join(ABLATIONS)}",
+        )
+        require(self.n_sequences >= 1, f"--n-sequences must be at least 1, got {self.n_sequences}")
+        require(self.memory_mb > 0, f"--memory-mb must be positive, got {self.memory_mb}")
+        Target(self.site, self.by)  # validates site and granularity
+
+
+@dataclass
+class PatchExperiment:
+    run: Path
+    step: int
+    settings: PatchSettings
+    result: PatchResult
+    attribution: dict | None  # compare_with_exact of the attribution estimate, if computed
+
+    def summary(self) -> dict:
+        top = self.result.table.reindex(
+            self.result.table["effect"].abs().sort_values(ascending=False).index
+        ).head(10)
+        return {
+            "run": str(self.run),
+            "step": self.step,
+            "settings": asdict(self.settings),
+            **self.result.summary,
+            "top_patches": top.to_dict(orient="records"),
+            "attribution_vs_exact": self.attribution,
+        }
+
+
+def parent_corruption(task, clean: Tensor, generator: torch.Generator) -> Tensor:
+    """`clean` with the tokens at the last token's parent positions changed to other tokens."""
+    require(getattr(task.config, "name", None) == "markov", "--corrupt parents needs a Markov task")
+    corrupted = clean.clone()
+    seq_len, vocab = clean.shape[1], task.vocab_size
+    for parent in task.config.parents:
+        pos = seq_len - 1 - parent
+        shift = torch.randint(1, vocab, (clean.shape[0],), generator=generator)
+        corrupted[:, pos] = (clean[:, pos] + shift) % vocab
+    return corrupted
+
+
+def make_metric(model: nn.Module, name: str, clean: Tensor) -> Metric:
+    last = (prediction_rows(model, clean.shape[1])[-1],)
+    if name in ("loss", "last-loss"):
+        return target_loss(model, clean, None if name == "loss" else last)
+    with torch.no_grad():
+        clean_output = model(clean)
+    return kl_to(model, clean_output, None if name == "kl" else last)
+
+
+def run_experiment(
+    run_dir: str | Path, step: int | str, settings: PatchSettings, progress: bool = False
+) -> PatchExperiment:
+    """Load the checkpoint, draw inputs, run the sweep (and its attribution estimate)."""
+    from interp_icl.training.loading import load_run
+
+    loaded = load_run(run_dir, step)
+    model, task = loaded.model, loaded.task
+    generator = torch.Generator().manual_seed(derive_seed(settings.seed, "patching"))
+    clean = task.sample(settings.n_sequences, generator).tokens
+    metric = make_metric(model, settings.metric, clean)
+    target = Target(settings.site, settings.by)
+    options = {"memory_mb": settings.memory_mb, "progress": progress}
+    comparison = None
+    if settings.ablate is not None:
+        result = ablation(model, clean, target, metric, kind=settings.ablate, **options)
+    else:
+        if settings.corrupt == "parents":
+            corrupted = parent_corruption(task, clean, generator)
+        else:
+            corrupted = task.sample(settings.n_sequences, generator).tokens
+        result = activation_patching(
+            model, clean, corrupted, target, metric, mode=settings.mode, **options
+        )
+        if settings.attribution:
+            estimate = attribution_patching(
+                model, clean, corrupted, target, metric, mode=settings.mode
+            )
+            comparison = compare_with_exact(estimate, result)
+    return PatchExperiment(Path(run_dir), loaded.step, settings, result, comparison)

@@ -1,0 +1,1 @@
+"""Figures (plotly) and self-contained HTML output; every file works offline."""
