@@ -18,13 +18,12 @@ import argparse
 import contextlib
 import io
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
+from speed import median_seconds  # benchmarks/ is on sys.path when run as a script
 
 from interp_icl.patching import Metric, Target, patch_sweep
 from interp_icl.patching.sources import cached_activations
@@ -50,6 +49,7 @@ done.set()
 thread.join()
 print((peak[0] - start) / 2**20)
 """
+
 
 def metric_for(reads: str) -> Metric:
     if reads == "final":
@@ -86,16 +86,6 @@ def transformer_lens_patching():
     return patching
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -112,10 +102,10 @@ def main() -> int:
             _, clean_cache = model.run_with_cache(clean)
             ours_mean = ours(model, corrupted, sources, metric, args.memory_mb)
             tl_mean = reference(model, corrupted, clean_cache, metric)
-            tl_s = median_time(
+            tl_s = median_seconds(
                 lambda: reference(model, corrupted, clean_cache, metric), args.repeats
             )
-            ours_s = median_time(
+            ours_s = median_seconds(
                 lambda: ours(model, corrupted, sources, metric, args.memory_mb), args.repeats
             )
             probe = MEMORY_PROBE.format(

@@ -270,8 +270,8 @@ def patch(
         site=target, by=by, metric=metric, corrupt=corrupt, mode=mode, ablate=ablate,
         n_sequences=n_sequences, seed=seed, memory_mb=memory_mb, attribution=attribution,
     )
-    (chosen,) = resolve_steps(run, _parse_step(step)) if step != "all" else (None,)
-    require(chosen is not None, "--step all is not supported by patch; give a step or 'last'")
+    require(step != "all", "--step all is not supported by patch; give a step or 'last'")
+    (chosen,) = resolve_steps(run, _parse_step(step))
     experiment = run_experiment(run, chosen, settings, progress=progress)
     result = experiment.result
     console.print(_patch_table(experiment))

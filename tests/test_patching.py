@@ -178,6 +178,8 @@ def test_metric_reading_an_undeclared_row_gets_nan(models):
 
 
 def test_bad_input_is_rejected(models):
+    from interp_icl.patching.attribution import attribution_patching
+
     model = models["trained"]
     tokens = torch.randint(0, 3, (2, SEQ_LEN))
     metric = metrics()[0]
@@ -202,6 +204,10 @@ def test_bad_input_is_rejected(models):
             "unknown patching engine",
         ),
         (lambda: ablation(model, tokens, Target("z"), metric, kind="half"), "unknown ablation"),
+        (
+            lambda: attribution_patching(model, tokens, tokens, Target("z"), metric, mode="up"),
+            "unknown patching mode",
+        ),
         (
             lambda: activation_patching(
                 model, tokens, tokens, Target("z"), Metric(metric.fn, (SEQ_LEN,))

@@ -20,8 +20,9 @@ from interp_icl.errors import InterpICLError
 from interp_icl.patching.hooks_engine import site_mask
 from interp_icl.patching.metrics import Metric
 from interp_icl.patching.result import PatchResult
-from interp_icl.patching.sweep import metric_values
-from interp_icl.patching.targets import Target, heads_per_layer, hook_name
+from interp_icl.patching.sources import cached_activations
+from interp_icl.patching.sweep import base_and_source, metric_values
+from interp_icl.patching.targets import Target, heads_per_layer, target_hooks
 
 CONFIG_CHUNK = 256
 
@@ -39,12 +40,7 @@ def attribution_sweep(
     tokens = check_tokens_for(model, base_tokens)
     cfg = model.cfg
     configs = target.configs(cfg.n_layers, heads_per_layer(model, target), tokens.shape[1])
-    names = [hook_name(target.site, layer) for layer in configs.layers]
-    missing = [n for n in names if n not in model.hook_dict]
-    if missing:
-        raise InterpICLError(
-            f"the model has no hook {missing[0]!r}; site {target.site!r} cannot be patched on it"
-        )
+    names = target_hooks(model, target)
     saved: dict[str, Tensor] = {}
 
     def keeper(name: str):
@@ -82,16 +78,17 @@ def attribution_sweep(
 
 
 def attribution_patching(
-    model, clean_tokens, corrupted_tokens, target, metric, *, mode="denoise"
+    model: nn.Module,
+    clean_tokens: Tensor,
+    corrupted_tokens: Tensor,
+    target: Target,
+    metric: Metric,
+    *,
+    mode: str = "denoise",
 ) -> PatchResult:
     """`attribution_sweep` for denoising (corrupted run, clean activations) or noising."""
-    from interp_icl.patching.sources import cached_activations
-
-    clean = check_tokens_for(model, clean_tokens)
-    corrupted = check_tokens_for(model, corrupted_tokens)
-    base, source = (corrupted, clean) if mode == "denoise" else (clean, corrupted)
-    names = [hook_name(target.site, layer) for layer in target.resolved_layers(model.cfg.n_layers)]
-    sources = cached_activations(model, source, names)
+    base, source = base_and_source(model, clean_tokens, corrupted_tokens, mode)
+    sources = cached_activations(model, source, target_hooks(model, target))
     result = attribution_sweep(
         model, base, sources, target, metric, metric_values(model, source, metric)
     )

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from interp_icl.patching.metrics import unread_to_nan
 from interp_icl.patching.targets import Configs, hook_name
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
@@ -131,9 +132,10 @@ class FastEngine:
         self.layers = [self._read_layer(model, l) for l in range(self.n_layers)]
         self.ln_final = self._norm(model.ln_final) if cfg.normalization_type == "LN" else None
         self.W_U, self.b_U = model.W_U.detach(), model.b_U.detach()
-        self.base, self.sources, self.base_output = base, sources, base_output
+        self.base, self.sources = base, sources
         self.read_mask = torch.zeros(base_output.shape[1], dtype=torch.bool)
         self.read_mask[read_rows] = True
+        self.masked_output = unread_to_nan(base_output, read_rows)  # [B, T, V]
         self.batch = base_output.shape[0]
         self.seq_len = base_output.shape[1]
         # per layer: base q/k/v as [B, H, T, dh] for matmul attention
@@ -187,11 +189,8 @@ class FastEngine:
         if configs.site == "resid_pre":  # the patch is a changed input to its own layer
             config, pos = configs.position_mask(self.seq_len).nonzero(as_tuple=True)
             source = self.sources[hook_name("resid_pre", layer)]
-            dirty, patch = (
-                self._dirty(len(configs), config, pos, source[:, pos].transpose(0, 1)),
-                None,
-            )
-            dirty.resid = dirty.resid.expand(-1, self.batch, -1).contiguous()
+            resid = source[:, pos].transpose(0, 1).expand(-1, self.batch, -1)  # [K, B, d]
+            dirty, patch = self._dirty(len(configs), config, pos, resid), None
         for current in range(layer, self.n_layers):
             result = self._layer(current, dirty, patch if current == layer else None, len(configs))
             if current == self.n_layers - 1:
@@ -288,8 +287,7 @@ class FastEngine:
         if layer < self.n_layers - 1:
             return self._dirty(n_configs, config, pos, post)
         logits = self._ln(post, self.ln_final) @ self.W_U + self.b_U  # [R, B, V]
-        out = self.base_output.masked_fill(~self.read_mask[None, :, None], math.nan)
-        out = out[None].repeat(n_configs, 1, 1, 1)
+        out = self.masked_output[None].repeat(n_configs, 1, 1, 1)
         out[config, :, pos] = logits
         return out
 
@@ -317,18 +315,16 @@ class FastEngine:
         new_v = torch.where(heads, source, base_v) if patch.site == "v" else base_v
         return config, pos, new_k, new_v
 
-    def _key_slots(
-        self, changed_keys, layer: int, n_configs: int
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _key_slots(self, changed_keys, layer: int, n_configs: int) -> tuple[Tensor, Tensor, Tensor]:
         """Changed keys laid out per patch: positions ``[C, n]``, new keys ``[C, n, B, H, dh]``,
         value changes ``[C, n, B, H, dh]``. Padding repeats a patch's first change (or position 0
         with its base key) with a zero value change, so scattering it is a no-op."""
         config, pos, new_k, new_v = changed_keys
         k_base, v_base = self.base_qkv[layer][1], self.base_qkv[layer][2]
-        width = _max_count(config, n_configs)
-        slot = _slots(config, n_configs)
         counts = torch.bincount(config, minlength=n_configs)
+        width = int(counts.max())
         first = torch.cumsum(counts, 0) - counts  # each patch's first change
+        slot = _slots(config, n_configs)
         positions = torch.zeros(n_configs, width, dtype=torch.long)
         keys = k_base[:, :, 0][None, None].repeat(n_configs, width, 1, 1, 1)
         has = counts > 0
@@ -426,10 +422,10 @@ class FastEngine:
         return names
 
     def bytes_per_config(self, batch: int) -> int:
-        """Peak memory one patch costs (float32): per-config copies of q/k/v and the residual,
+        """Estimated peak memory of one patch: per-config copies of q/k/v and the residual,
         attention scores over the query rows, and MLP activations."""
         T, H, dh = self.seq_len, self.n_heads, self.d_head
         d = self.W_U.shape[0]
         d_mlp = 0 if self.attn_only else self.layers[0].W_in.shape[1]
         floats = T * (3 * H * dh + 2 * d + 2 * d_mlp) + 3 * H * T * T + T * self.W_U.shape[1]
-        return 4 * batch * floats
+        return self.masked_output.element_size() * batch * floats

@@ -8,12 +8,10 @@ the win over one forward per patch is the per-forward overhead. `fast_engine` re
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-from interp_icl.patching.metrics import Metric
+from interp_icl.patching.metrics import unread_to_nan
 from interp_icl.patching.targets import RESIDUAL_SITES, Configs, hook_name
 
 
@@ -32,20 +30,6 @@ def site_mask(configs: Configs, layer: int, act_shape: tuple[int, ...]) -> Tenso
     heads = configs.head_mask(act_shape[2])
     mask = pos[:, :, None] & heads[:, None, :]
     return mask.view(n_configs, 1, *mask.shape[1:], 1)
-
-
-def evaluate(metric: Metric, outputs: Tensor) -> Tensor:
-    """``[C, B]`` metric of each patch from outputs ``[C, B, T, V]`` (rows not read are NaN)."""
-    values = []
-    for output in outputs:
-        value = torch.as_tensor(metric(output)).detach()
-        if value.shape != (outputs.shape[1],):
-            raise ValueError(
-                f"metric {metric.name!r} must return one value per sequence, shape ({outputs.shape[1]},); "
-                f"got {tuple(value.shape)}"
-            )
-        values.append(value)
-    return torch.stack(values)
 
 
 def hooked_outputs(
@@ -71,15 +55,7 @@ def hooked_outputs(
         hooks.append((name, patch))
     with torch.no_grad():
         out = model.run_with_hooks(stacked, fwd_hooks=hooks)
-    out = out.view(n_configs, batch, *out.shape[1:])
-    keep = read_mask_for(read_rows, out.shape[2])
-    return torch.where(keep[None, None, :, None], out, torch.full_like(out, math.nan))
-
-
-def read_mask_for(rows: Tensor, seq_len: int) -> Tensor:
-    mask = torch.zeros(seq_len, dtype=torch.bool)
-    mask[rows] = True
-    return mask
+    return unread_to_nan(out.view(n_configs, batch, *out.shape[1:]), read_rows)
 
 
 def bytes_per_config(model: nn.Module, base_tokens: Tensor) -> int:

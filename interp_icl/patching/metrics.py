@@ -13,6 +13,7 @@ model and handle both; `Metric` itself accepts any callable, e.g. one written fo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,6 +47,32 @@ class Metric:
 
     def __call__(self, output: Tensor) -> Tensor:
         return self.fn(output)
+
+
+def unread_to_nan(output: Tensor, rows: Tensor) -> Tensor:
+    """`output` ``[..., T, V]`` with every row not in `rows` set to NaN."""
+    keep = torch.zeros(output.shape[-2], dtype=torch.bool, device=output.device)
+    keep[rows] = True
+    return output.masked_fill(~keep[:, None], math.nan)
+
+
+def per_sequence(metric: Metric, outputs: Tensor) -> Tensor:
+    """``[C, B]`` metric of each of C outputs ``[C, B, T, V]``."""
+    values = []
+    for output in outputs:
+        value = torch.as_tensor(metric(output)).detach()
+        if value.shape != (outputs.shape[1],):
+            raise ValueError(
+                f"metric {metric.name!r} must return one value per sequence, shape ({outputs.shape[1]},); "
+                f"got {tuple(value.shape)}"
+            )
+        values.append(value)
+    return torch.stack(values)
+
+
+def metric_on_output(metric: Metric, output: Tensor) -> Tensor:
+    """``[B]`` the metric on one model output ``[B, T, V]``, rows it does not declare set to NaN."""
+    return per_sequence(metric, unread_to_nan(output, metric.rows(output.shape[1]))[None])[0]
 
 
 def output_log_probs(model: nn.Module, output: Tensor) -> Tensor:

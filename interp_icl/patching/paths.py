@@ -20,14 +20,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from interp_icl.analysis.common import check_tokens_for
 from interp_icl.errors import require
 from interp_icl.models import is_gih
 from interp_icl.patching.fast_engine import unsupported_reason
 from interp_icl.patching.metrics import Metric
 from interp_icl.patching.result import PatchResult
 from interp_icl.patching.sources import cached_activations
-from interp_icl.patching.sweep import MODES, metric_values, patch_sweep
+from interp_icl.patching.sweep import base_and_source, metric_values, patch_sweep
 from interp_icl.patching.targets import Target
 
 COMPONENTS = ("q", "k", "v")
@@ -48,16 +47,12 @@ def path_patching(
     """Metric with the path from each head of `src_layer` into the `component` input of each head
     of `dst_layer` patched. Result axes ``(src_head, dst_head)``; the metric per sequence."""
     require(component in COMPONENTS, f"unknown path component {component!r}; choose q, k or v")
-    require(mode in MODES, f"unknown patching mode {mode!r}; choose 'denoise' or 'noise'")
     cfg = model.cfg
     require(
         0 <= src_layer < dst_layer < cfg.n_layers,
         f"path from layer {src_layer} to layer {dst_layer} does not exist in a {cfg.n_layers}-layer model",
     )
-    clean = check_tokens_for(model, clean_tokens)
-    corrupted = check_tokens_for(model, corrupted_tokens)
-    require(clean.shape == corrupted.shape, "clean and corrupted tokens differ in shape")
-    base, source = (corrupted, clean) if mode == "denoise" else (clean, corrupted)
+    base, source = base_and_source(model, clean_tokens, corrupted_tokens, mode)
     model.eval()
     if is_gih(model):
         inputs = _gih_destination_inputs(model, base, source, component, src_layer, dst_layer)

@@ -10,26 +10,25 @@ Both return a `PatchResult` whose ``.mean`` has the shape `transformer_lens.patc
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
 from interp_icl.analysis.common import check_tokens_for
-from interp_icl.errors import InterpICLError, require
+from interp_icl.errors import require
 from interp_icl.patching import fast_engine, hooks_engine
-from interp_icl.patching.metrics import Metric
+from interp_icl.patching.metrics import Metric, metric_on_output, per_sequence
 from interp_icl.patching.result import PatchResult
 from interp_icl.patching.sources import ablation_activations, cached_activations
-from interp_icl.patching.targets import Configs, Target, heads_per_layer, hook_name
+from interp_icl.patching.targets import Configs, Target, heads_per_layer, target_hooks
 
 ENGINES = ("auto", "fast", "hooks")
 MODES = ("denoise", "noise")
 DEFAULT_MEMORY_MB = 1024
 
 
-def choose_engine(model: nn.Module, target: Target, engine: str = "auto") -> str:
+def choose_engine(model: nn.Module, engine: str = "auto") -> str:
     """ "fast" where the model has the standard layout, else "hooks"."""
     require(
         engine in ENGINES, f"unknown patching engine {engine!r}; choose one of {', '.join(ENGINES)}"
@@ -40,6 +39,21 @@ def choose_engine(model: nn.Module, target: Target, engine: str = "auto") -> str
     if engine == "auto":
         return "fast" if reason is None else "hooks"
     return engine
+
+
+def base_and_source(
+    model: nn.Module, clean_tokens: Tensor, corrupted_tokens: Tensor, mode: str
+) -> tuple[Tensor, Tensor]:
+    """(run patched, run patched from): (corrupted, clean) when denoising, (clean, corrupted) when
+    noising; both checked against the model and each other."""
+    require(mode in MODES, f"unknown patching mode {mode!r}; choose 'denoise' or 'noise'")
+    clean = check_tokens_for(model, clean_tokens)
+    corrupted = check_tokens_for(model, corrupted_tokens)
+    require(
+        clean.shape == corrupted.shape,
+        f"clean tokens {tuple(clean.shape)} and corrupted tokens {tuple(corrupted.shape)} differ in shape",
+    )
+    return (corrupted, clean) if mode == "denoise" else (clean, corrupted)
 
 
 def patch_sweep(
@@ -65,17 +79,10 @@ def patch_sweep(
     batch, seq_len = tokens.shape
     cfg = model.cfg
     configs = target.configs(cfg.n_layers, heads_per_layer(model, target), seq_len)
-    names = [hook_name(target.site, layer) for layer in configs.layers]
-    missing = [n for n in names if n not in model.hook_dict]
-    if missing:
-        raise InterpICLError(
-            f"the model has no hook {missing[0]!r}; site {target.site!r} cannot be patched on it"
-        )
-    for name in names:
+    for name in target_hooks(model, target):
         require(name in sources, f"no source activation for {name}")
-    engine = choose_engine(model, target, engine)
+    engine = choose_engine(model, engine)
     read_rows = metric.rows(seq_len)
-    keep = hooks_engine.read_mask_for(read_rows, seq_len)
 
     with torch.no_grad():
         if engine == "fast":
@@ -89,10 +96,7 @@ def patch_sweep(
         else:
             base_output = model(tokens)
             per_config = hooks_engine.bytes_per_config(model, tokens)
-        masked_base = torch.where(
-            keep[None, :, None], base_output, torch.full_like(base_output, math.nan)
-        )
-        baseline = hooks_engine.evaluate(metric, masked_base[None])[0]
+        baseline = metric_on_output(metric, base_output)
 
         chunk = max(1, int(memory_mb * 2**20 // per_config))
         values = torch.empty(len(configs), batch, dtype=baseline.dtype)
@@ -103,7 +107,7 @@ def patch_sweep(
                 outputs = runner.outputs(part)
             else:
                 outputs = hooks_engine.hooked_outputs(model, tokens, part, sources, read_rows)
-            values[index] = hooks_engine.evaluate(metric, outputs)
+            values[index] = per_sequence(metric, outputs)
     return PatchResult(
         site=target.site,
         axes=configs.axes,
@@ -128,17 +132,9 @@ def activation_patching(
 ) -> PatchResult:
     """Denoising (run corrupted, patch in clean: which activations restore the clean behaviour)
     or noising (run clean, patch in corrupted: which activations break it)."""
-    require(mode in MODES, f"unknown patching mode {mode!r}; choose 'denoise' or 'noise'")
-    clean = check_tokens_for(model, clean_tokens)
-    corrupted = check_tokens_for(model, corrupted_tokens)
-    require(
-        clean.shape == corrupted.shape,
-        f"clean tokens {tuple(clean.shape)} and corrupted tokens {tuple(corrupted.shape)} differ in shape",
-    )
-    base, source = (corrupted, clean) if mode == "denoise" else (clean, corrupted)
-    names = [hook_name(target.site, layer) for layer in target.resolved_layers(model.cfg.n_layers)]
+    base, source = base_and_source(model, clean_tokens, corrupted_tokens, mode)
     model.eval()
-    sources = cached_activations(model, source, names)
+    sources = cached_activations(model, source, target_hooks(model, target))
     source_values = metric_values(model, source, metric)
     result = patch_sweep(
         model, base, sources, target, metric, source_values=source_values, **options
@@ -161,21 +157,19 @@ def ablation(
     tokens = check_tokens_for(model, tokens)
     if reference_tokens is not None:
         reference_tokens = check_tokens_for(model, reference_tokens)
-    names = [hook_name(target.site, layer) for layer in target.resolved_layers(model.cfg.n_layers)]
     model.eval()
-    sources = ablation_activations(model, kind, names, tokens, reference_tokens)
+    sources = ablation_activations(
+        model, kind, target_hooks(model, target), tokens, reference_tokens
+    )
     result = patch_sweep(model, tokens, sources, target, metric, **options)
     result.info["ablation"] = kind
     return result
 
 
 def metric_values(model: nn.Module, tokens: Tensor, metric: Metric) -> Tensor:
-    """``[B]`` the metric on the unpatched run of `tokens` (rows it does not read set to NaN)."""
+    """``[B]`` the metric on the unpatched run of `tokens`."""
     with torch.no_grad():
-        output = model(tokens)
-    keep = hooks_engine.read_mask_for(metric.rows(tokens.shape[1]), tokens.shape[1])
-    output = torch.where(keep[None, :, None], output, torch.full_like(output, math.nan))
-    return hooks_engine.evaluate(metric, output[None])[0]
+        return metric_on_output(metric, model(tokens))
 
 
 def _chunks(configs: Configs, size: int, by_layer: bool) -> Iterator[Tensor]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from interp_icl.errors import require
+from interp_icl.errors import InterpICLError, require
 
 RESIDUAL_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 HEAD_SITES = ("z", "q", "k", "v")
@@ -142,9 +142,20 @@ class Configs:
         return (self.head[:, None] == ALL) | (self.head[:, None] == heads[None, :])
 
 
+def target_hooks(model, target: Target) -> list[str]:
+    """The hook names a target patches on `model`, one per layer; errors if the model lacks one."""
+    names = [hook_name(target.site, layer) for layer in target.resolved_layers(model.cfg.n_layers)]
+    missing = [n for n in names if n not in model.hook_dict]
+    if missing:
+        raise InterpICLError(
+            f"the model has no hook {missing[0]!r}; site {target.site!r} cannot be patched on it"
+        )
+    return names
+
+
 def heads_per_layer(model, target: Target) -> dict[int, int]:
-    """``{layer: heads}`` for the target's layers, from the model's hook shapes (the gih model's
-    layer 2 has one head while ``cfg.n_heads`` counts layer 1's)."""
+    """``{layer: heads}`` for the target's layers: ``cfg.n_heads``, or the model's own
+    ``heads_in_layer`` where it has one (the gih model's layer 2 has one head)."""
     cfg = model.cfg
     counts = {}
     for layer in target.resolved_layers(cfg.n_layers):
