@@ -270,6 +270,9 @@ def test_path_patching_equals_the_direct_path_through_the_models_own_modules(mod
                 model, clean, corrupted, metric, component=component, engine=engine
             )
             assert result.axes == ("src_head", "dst_head") and result.values.shape == (2, 2, 4)
+            assert list(
+                result.table[["src_head", "dst_head"]].itertuples(index=False, name=None)
+            ) == [(0, 0), (0, 1), (1, 0), (1, 1)]
             for src in range(2):
                 for dst in range(2):
                     expected = direct_path_oracle(

@@ -72,7 +72,8 @@ class PatchResult:
             else torch.arange(shape[0])[:, None]
         )
         frame = pd.DataFrame(index.numpy(), columns=list(self.axes))
-        frame["layer"] = [self.layers[i] for i in frame["layer"]]
+        if "layer" in frame:  # layer-axis index -> model layer (path results have no layer axis)
+            frame["layer"] = [self.layers[i] for i in frame["layer"]]
         frame.insert(0, "site", self.site)
         frame["metric"] = self.metric
         frame["mean"] = self.mean.reshape(-1).numpy()
