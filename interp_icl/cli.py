@@ -183,6 +183,7 @@ def quickstart(
 
     analysis = analyze_checkpoint(run_dir, "last")
     console.print(role_summary(analysis, f"three roles at step {analysis.step} (interp-icl analyze {run_dir} for more)"))
+    _roles(run_dir, analysis.step, 256, 0, run_dir / "patching", progress, detailed=False)
 
 
 def _parse_step(text: str) -> int | str:
@@ -253,25 +254,33 @@ def patch(
     corrupt: str = typer.Option("parents", help="parents (change the last token's parents) or resample (fresh sequences)."),
     mode: str = typer.Option("denoise", help="denoise (clean into corrupted) or noise (corrupted into clean)."),
     ablate: Optional[str] = typer.Option(None, help="zero, mean or resample: ablate in the clean run instead of patching."),
-    n_sequences: int = typer.Option(64, help="Sequences drawn from the run's task."),
+    n_sequences: Optional[int] = typer.Option(None, help="Sequences drawn from the run's task (default 64; 256 with --roles)."),
     seed: int = typer.Option(0, help="Seed of the sequences and corruptions."),
     memory_mb: float = typer.Option(1024.0, help="Memory budget of the patches run together (MB)."),
     attribution: bool = typer.Option(True, help="Also estimate the sweep by attribution patching and report its correlation."),
+    roles: bool = typer.Option(False, "--roles", help="Run the copier, selector and classifier role experiments instead of a sweep."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default RUN/patching)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Patch every head/position of one site on a checkpoint; write the table, summary and heatmap."""
+    """Patch every head/position of one site on a checkpoint; write the table, summary and heatmap.
+
+    With --roles: the three component-role experiments with their verdicts (docs/patching.md)."""
     from interp_icl.analysis.pipeline import resolve_steps, write_outputs
     from interp_icl.patching.experiment import PatchSettings, run_experiment
     from interp_icl.viz.html import write_figures_html
     from interp_icl.viz.patching import patch_heatmap
 
-    settings = PatchSettings(
-        site=target, by=by, metric=metric, corrupt=corrupt, mode=mode, ablate=ablate,
-        n_sequences=n_sequences, seed=seed, memory_mb=memory_mb, attribution=attribution,
-    )
     require(step != "all", "--step all is not supported by patch; give a step or 'last'")
     (chosen,) = resolve_steps(run, _parse_step(step))
+    out_dir = out if out is not None else run / "patching"
+    if roles:
+        _roles(run, chosen, 256 if n_sequences is None else n_sequences, seed, out_dir, progress, detailed=True)
+        return
+    settings = PatchSettings(
+        site=target, by=by, metric=metric, corrupt=corrupt, mode=mode, ablate=ablate,
+        n_sequences=64 if n_sequences is None else n_sequences, seed=seed, memory_mb=memory_mb,
+        attribution=attribution,
+    )
     experiment = run_experiment(run, chosen, settings, progress=progress)
     result = experiment.result
     console.print(_patch_table(experiment))
@@ -283,11 +292,34 @@ def patch(
     if experiment.attribution is not None:
         a = experiment.attribution
         console.print(f"attribution patching vs exact: Pearson r = {a['pearson']:.3f}, Spearman = {a['spearman']:.3f} over {a['n_patches']} patches")
-    out_dir = out if out is not None else run / "patching"
     stem = f"patch_{target}_{by}_step{experiment.step}" if not ablate else f"ablate_{ablate}_{target}_{by}_step{experiment.step}"
     paths = write_outputs(result.table, experiment.summary(), out_dir, stem)
     paths.append(write_figures_html([patch_heatmap(result)], out_dir / f"{stem}.html", f"{run} step {experiment.step}: {stem}"))
     console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _roles(run: Path, step: int, n_sequences: int, seed: int, out_dir: Path, progress: bool, detailed: bool) -> dict:
+    """Run the role experiments on one checkpoint, print them, write RUN/patching/roles_step<N>.*."""
+    from contextlib import nullcontext
+
+    from interp_icl.analysis.pipeline import write_outputs
+    from interp_icl.patching.console import role_tables, verdict_table
+    from interp_icl.patching.experiment import run_roles
+
+    status = console.status("running the role experiments (copier, selector, classifier)") if progress else nullcontext()
+    with status:
+        report = run_roles(run, step, n_sequences=n_sequences, seed=seed)
+    title = f"component roles at step {report.step}, causal checks (n = {n_sequences} sequences)"
+    if detailed:
+        for table in role_tables(report):
+            console.print(table)
+    else:
+        title += f"; details: interp-icl patch {run} --roles"
+    console.print(verdict_table(report, title))
+    summary = report.summary()
+    paths = write_outputs(report.table, summary, out_dir, f"roles_step{report.step}")
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+    return summary
 
 
 def _patch_table(experiment) -> Table:

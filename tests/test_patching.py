@@ -289,7 +289,7 @@ def test_gih_paths_run_through_the_ffn_and_values_carry_nothing():
     metric = target_loss(model, clean, rows=(-1,))
     query = path_patching(model, clean, corrupted, metric, component="q")
     value = path_patching(model, clean, corrupted, metric, component="v")
-    assert query.info["path"] == "ffn" and query.values.shape == (3, 1, 8)
+    assert query.info["route"] == "all" and query.values.shape == (3, 1, 8)
     torch.testing.assert_close(value.values, value.baseline.expand_as(value.values))
     # the parent-copying heads move the query; the distractor (head 2) is not read by the FFN
     assert query.effect[:2].abs().min() > 10 * query.effect[2].abs().max()
@@ -363,6 +363,7 @@ def test_patch_cli_writes_table_summary_and_offline_heatmap(tmp_path):
     } <= set(table)
     summary = json.loads((out / "patch_z_pos_step8.json").read_text())
     assert summary["engine"] == "fast" and summary["settings"]["corrupt"] == "parents"
+    assert summary["versions"]["torch"] == torch.__version__
     html = (out / "patch_z_pos_step8.html").read_text()
     assert (
         '<script src="http' not in html and "Plotly.newPlot" in html

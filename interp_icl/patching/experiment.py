@@ -12,6 +12,8 @@ prediction row), ``last-loss`` (NLL of the clean last token), ``kl`` / ``last-kl
 clean run's prediction, every row / the last row). Denoising patches clean activations into the
 corrupted run; noising the reverse; ``ablate`` replaces activations by zero/mean/resampled ones in
 the clean run instead.
+
+`run_roles` runs the three component-role experiments of `interp_icl.patching.roles` instead.
 """
 
 from __future__ import annotations
@@ -19,17 +21,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from interp_icl.analysis.result import PassResult
 from interp_icl.errors import require
 from interp_icl.patching.attribution import attribution_patching, compare_with_exact
 from interp_icl.patching.metrics import Metric, kl_to, prediction_rows, target_loss
 from interp_icl.patching.result import PatchResult
+from interp_icl.patching.roles import role_experiments
 from interp_icl.patching.sources import ABLATIONS
 from interp_icl.patching.sweep import DEFAULT_MEMORY_MB, MODES, ablation, activation_patching
 from interp_icl.patching.targets import Target
-from interp_icl.training.seeding import derive_seed
+from interp_icl.training.rundir import package_versions
+from interp_icl.training.seeding import derive_seed, generator
 
 CORRUPTIONS = ("parents", "resample")
 METRICS = ("loss", "last-loss", "kl", "last-kl")
@@ -88,6 +94,7 @@ class PatchExperiment:
             **self.result.summary,
             "top_patches": top.to_dict(orient="records"),
             "attribution_vs_exact": self.attribution,
+            "versions": package_versions(),
         }
 
 
@@ -142,3 +149,64 @@ def run_experiment(
             )
             comparison = compare_with_exact(estimate, result)
     return PatchExperiment(Path(run_dir), loaded.step, settings, result, comparison)
+
+
+ROLE_SEQUENCES = 256
+ROLE_REFERENCE_SEQUENCES = 1024
+
+
+@dataclass
+class RolesReport:
+    run: Path
+    step: int
+    n_sequences: int
+    seed: int
+    results: dict[str, PassResult]  # role -> result
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Every role's table, stacked, with a ``role`` column first."""
+        frames = [r.table.assign(role=role) for role, r in self.results.items()]
+        table = pd.concat(frames, ignore_index=True)
+        return table[["role", *[c for c in table.columns if c != "role"]]]
+
+    def summary(self) -> dict:
+        return {
+            "run": str(self.run),
+            "step": self.step,
+            "n_sequences": self.n_sequences,
+            "seed": self.seed,
+            "verdicts": {role: r.summary["holds"] for role, r in self.results.items()},
+            **{role: r.summary for role, r in self.results.items()},
+            "versions": package_versions(),
+        }
+
+
+def run_roles(
+    run_dir: str | Path, step: int | str, n_sequences: int = ROLE_SEQUENCES, seed: int = 0
+) -> RolesReport:
+    """The copier, selector and classifier role experiments on a Markov run's checkpoint, on
+    `n_sequences` clean sequences of its task (means for ablations from 1024 more)."""
+    from interp_icl.training.loading import load_run
+
+    require(
+        n_sequences >= 2,
+        f"--n-sequences must be at least 2 for the role experiments, got {n_sequences}",
+    )
+    loaded = load_run(run_dir, step)
+    task = loaded.task
+    require(
+        getattr(task.config, "name", None) == "markov",
+        f"the role experiments need an in-context Markov task (parents); this run's task is {task.config.name!r}",
+    )
+    tokens = task.sample(n_sequences, generator(seed, "roles", "clean")).tokens
+    reference = task.sample(ROLE_REFERENCE_SEQUENCES, generator(seed, "roles", "reference")).tokens
+    results = role_experiments(
+        loaded.model,
+        tokens,
+        task.config.parents,
+        beta=float(task.config.alpha),
+        reference_tokens=reference,
+        seed=seed,
+    )
+    return RolesReport(Path(run_dir), loaded.step, n_sequences, seed, results)
