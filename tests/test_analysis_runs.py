@@ -28,7 +28,12 @@ def test_checkpoint_analysis_is_cached_and_deterministic(tiny_run, monkeypatch):
     settings = AnalysisSettings(**FAST)
     first = analyze_checkpoint(tiny_run, "last", settings, use_cache=False)
     assert set(first.results) == {"copier", "selector", "classifier", "head_scores", "theory"}
-    assert (tiny_run / "analysis" / "step_00000008" / "table.parquet").is_file()
+    where = pipeline.cache_dir(tiny_run, 8, settings)
+    assert (where / "table.parquet").is_file()
+    # other settings get their own cache directory, the default ones the plain step name
+    assert where.name.startswith("step_00000008-")
+    assert pipeline.cache_dir(tiny_run, 8, AnalysisSettings()).name == "step_00000008"
+    assert pipeline.cache_dir(tiny_run, 8, AnalysisSettings(n_sequences=17, n_kernels=50)) != where
     table = first.table()
     assert {"step", "pass", "unit", "metric", "mean", "stderr", "n"} <= set(table.columns)
     assert (table["step"] == 8).all()
@@ -40,6 +45,10 @@ def test_checkpoint_analysis_is_cached_and_deterministic(tiny_run, monkeypatch):
     monkeypatch.undo()
     again = analyze_checkpoint(tiny_run, "last", settings, use_cache=False)
     pd.testing.assert_frame_equal(again.table(), table)  # same seed, same numbers
+    # an analysis with other settings does not evict this one
+    analyze_checkpoint(tiny_run, "last", AnalysisSettings(passes=("copier",), n_sequences=8))
+    monkeypatch.setattr(pipeline, "analyze_model", lambda *a, **k: pytest.fail("cache evicted"))
+    analyze_checkpoint(tiny_run, "last", settings)
 
 
 def test_dynamics_table_and_stage_order(tiny_run):

@@ -14,6 +14,7 @@ the task (and the model's window), so it is computed once per run, not per check
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -163,8 +164,14 @@ def _with_agreement(result: PassResult, selected: tuple[int, ...] | None) -> Pas
     return PassResult(result.name, result.table, summary)
 
 
-def cache_dir(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / "analysis" / f"step_{step:08d}"
+def cache_dir(run_dir: Path, step: int, settings: AnalysisSettings | None = None) -> Path:
+    """``RUN/analysis/step_<N>`` for the default settings, ``step_<N>-<hash>`` for others, so
+    analyses with different settings (e.g. the report's cheaper dynamics) do not evict each other."""
+    name = f"step_{step:08d}"
+    if settings is not None and settings.key() != AnalysisSettings().key():
+        digest = hashlib.sha1(json.dumps(settings.key(), sort_keys=True).encode()).hexdigest()
+        name += f"-{digest[:8]}"
+    return Path(run_dir) / "analysis" / name
 
 
 def analyze_checkpoint(
@@ -179,7 +186,7 @@ def analyze_checkpoint(
 
     settings = settings or AnalysisSettings()
     run = load_run(run_dir, step)
-    where = cache_dir(run.path, run.step)
+    where = cache_dir(run.path, run.step, settings)
     if use_cache:
         cached = _read_cache(where, settings)
         if cached is not None:
