@@ -162,7 +162,8 @@ def quickstart(
     steps: Optional[int] = typer.Option(None, help="Override the number of steps (smoke tests)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Train the default standard model on the default Markov task and compare it with the oracles.
+    """Train the default standard model on the default Markov task, analyse it, run the role
+    experiments and write the report (RUN/report.html).
 
     Re-running continues (or reuses) runs/quickstart instead of overwriting it.
     """
@@ -184,6 +185,8 @@ def quickstart(
     analysis = analyze_checkpoint(run_dir, "last")
     console.print(role_summary(analysis, f"three roles at step {analysis.step} (interp-icl analyze {run_dir} for more)"))
     _roles(run_dir, analysis.step, 256, 0, run_dir / "patching", progress, detailed=False)
+    path = _write_report(run_dir, None, progress)
+    console.print(f"[bold]report[/bold]: {path} (open it in a browser; works offline)")
 
 
 def _parse_step(text: str) -> int | str:
@@ -292,7 +295,7 @@ def patch(
     if experiment.attribution is not None:
         a = experiment.attribution
         console.print(f"attribution patching vs exact: Pearson r = {a['pearson']:.3f}, Spearman = {a['spearman']:.3f} over {a['n_patches']} patches")
-    stem = f"patch_{target}_{by}_step{experiment.step}" if not ablate else f"ablate_{ablate}_{target}_{by}_step{experiment.step}"
+    stem = experiment.stem
     paths = write_outputs(result.table, experiment.summary(), out_dir, stem)
     paths.append(write_figures_html([patch_heatmap(result)], out_dir / f"{stem}.html", f"{run} step {experiment.step}: {stem}"))
     console.print("wrote " + ", ".join(str(p) for p in paths))
@@ -320,6 +323,38 @@ def _roles(run: Path, step: int, n_sequences: int, seed: int, out_dir: Path, pro
     paths = write_outputs(report.table, summary, out_dir, f"roles_step{report.step}")
     console.print("wrote " + ", ".join(str(p) for p in paths))
     return summary
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="Run directory, e.g. runs/quickstart."),
+    out: Optional[Path] = typer.Option(None, help="Report file (default RUN/report.html); its data goes to <name>_data/ beside it."),
+    n_sequences: int = typer.Option(256, help="Sequences for the analysis passes and the role experiments."),
+    n_kernels: int = typer.Option(1000, help="Prior kernels for the theory pass."),
+    dynamics_sequences: int = typer.Option(64, help="Sequences per checkpoint for the training-dynamics curves."),
+    progress: bool = typer.Option(True, help="Show what is being computed."),
+) -> None:
+    """Write one self-contained offline HTML report on a run: verdicts, dynamics, layers, attention, patching.
+
+    Reuses the analysis cache, stored role experiments and patching sweeps; computes what is missing."""
+    path = _write_report(
+        run, out, progress, n_sequences=n_sequences, n_kernels=n_kernels, dynamics_sequences=dynamics_sequences
+    )
+    console.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB); data: {path.with_name(path.stem + '_data')}")
+
+
+def _write_report(run: Path, out: Optional[Path], progress: bool, **options: int) -> Path:
+    from contextlib import nullcontext
+
+    from interp_icl.viz.report import build_report
+
+    status = console.status("writing the report") if progress else nullcontext()
+    with status as live:
+        def say(text: str) -> None:
+            if live is not None:
+                live.update(f"report: {text}")
+
+        return build_report(run, out, progress=say, **options)
 
 
 def _patch_table(experiment) -> Table:
@@ -374,6 +409,9 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)
         sys.exit(130)
+
+
+click_app = typer.main.get_command(app)  # the click command behind `app`, for the docs (mkdocs-click)
 
 
 if __name__ == "__main__":

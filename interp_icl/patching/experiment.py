@@ -83,6 +83,13 @@ class PatchExperiment:
     result: PatchResult
     attribution: dict | None  # compare_with_exact of the attribution estimate, if computed
 
+    @property
+    def stem(self) -> str:
+        """File stem of this sweep's outputs in RUN/patching."""
+        s = self.settings
+        kind = f"ablate_{s.ablate}" if s.ablate else "patch"
+        return f"{kind}_{s.site}_{s.by}_step{self.step}"
+
     def summary(self) -> dict:
         top = self.result.table.reindex(
             self.result.table["effect"].abs().sort_values(ascending=False).index

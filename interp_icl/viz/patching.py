@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -15,12 +16,19 @@ def patch_heatmap(result: PatchResult, value: str = "effect") -> go.Figure:
     head x position; (layer, head, dest_pos) -> same with destination position; (layer, head) and
     (src_head, dst_head) -> one panel.
     """
-    table = result.table
+    title = f"{result.site} patching: {{value}} of {result.metric} (n = {result.n} sequences)"
+    return table_heatmap(result.table, tuple(result.axes), title, value)
+
+
+def table_heatmap(
+    table: pd.DataFrame, axes: tuple[str, ...], title: str, value: str = "effect"
+) -> go.Figure:
+    """`patch_heatmap` from a stored `PatchResult.table` (e.g. read back from Parquet);
+    ``{value}`` in `title` is replaced by the value shown."""
     if value not in table:
         value = "effect"
     err = "effect_stderr" if value == "effect" else "stderr"
-    axes = result.axes
-    title = f"{result.site} patching: {value} of {result.metric} (n = {result.n} sequences)"
+    title = title.replace("{value}", value)
     if axes in (("layer", "pos", "head"), ("layer", "head", "dest_pos")):
         pos_axis = "pos" if "pos" in axes else "dest_pos"
         layers = list(dict.fromkeys(table["layer"]))

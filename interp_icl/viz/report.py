@@ -1,0 +1,527 @@
+"""`build_report`: one self-contained HTML report on a run, with the data behind every figure.
+
+The report reads what the library already measures and draws it; it computes nothing new:
+
+* run summary (task, model, training, seed, package versions) and the headline verdicts — copied
+  offsets, selected set, closest strategy, theory prediction and the role experiments, each
+  against the task's truth;
+* training dynamics: held-out loss against the oracles, and each role's progress curve with the
+  step where it formed (`analysis.dynamics`, cached per checkpoint);
+* the last checkpoint: copier heatmap, gih relative-position weights, selector sensitivities with
+  the theory's S*, classifier attention by match count and KL to every strategy;
+* circuitsvis attention patterns of both layers on a few sample sequences;
+* patching: every sweep stored in ``RUN/patching`` for this checkpoint (the default z-by-position
+  sweep is run if there is none) and the role-experiment table.
+
+Offline: plotly.js and the circuitsvis bundle are inlined once each. Data (CSV/JSON) goes to
+``<report stem>_data/`` next to the report. Both are written atomically (temporary siblings
+renamed into place), so a failed build leaves an earlier report untouched.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import plotly.offline
+import torch
+
+from interp_icl.errors import require
+from interp_icl.viz import figures
+from interp_icl.viz.attention import attention_view, bundle_script
+from interp_icl.viz.patching import table_heatmap
+
+_TAG = re.compile(r"<[^>]+>")
+N_VIEW_SEQUENCES = 2  # sample sequences shown as attention patterns
+CURVE_PASSES = ("copier", "selector", "classifier")  # what the dynamics curves read
+
+
+@dataclass
+class ReportPage:
+    """The report being assembled: HTML sections and the data files written beside it."""
+
+    sections: list[tuple[str, str, str]] = field(default_factory=list)  # (anchor, title, html)
+    data: dict[str, pd.DataFrame | dict] = field(default_factory=dict)  # file name -> content
+    n_figures: int = 0
+    n_views: int = 0
+
+    def figure(self, fig: go.Figure, name: str, data: pd.DataFrame | dict) -> str:
+        """The figure's HTML (plotly.js not included) and its data registered as `name`."""
+        self.n_figures += 1
+        self.data[name] = data
+        div = pio.to_html(
+            fig, full_html=False, include_plotlyjs=False, config={"displaylogo": False}
+        )
+        return f'<div class="figure">{div}<p class="data">data: {name}</p></div>'
+
+    def add(self, anchor: str, title: str, body: str) -> None:
+        self.sections.append((anchor, title, body))
+
+
+def build_report(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    n_sequences: int = 256,
+    n_kernels: int = 1000,
+    dynamics_sequences: int = 64,
+) -> Path:
+    """Write the report of run `run_dir` (last checkpoint) to `out` (default RUN/report.html).
+
+    `n_sequences`: evaluation sequences of the analysis passes (every checkpoint) and of the role
+    experiments at the last checkpoint; `n_kernels`: prior kernels of the theory pass (defaults
+    of ``interp-icl analyze`` and ``interp-icl patch --roles``, whose stored results are reused);
+    `dynamics_sequences`: sequences per checkpoint for the training-dynamics curves (copier,
+    selector and classifier passes; cached separately from ``interp-icl analyze``).
+    `progress` is called with a short description of each step."""
+    from interp_icl.analysis.pipeline import AnalysisSettings, analyze_checkpoint, resolve_steps
+    from interp_icl.training import rundir
+
+    run = Path(run_dir)
+    steps = resolve_steps(run, "all")  # checks the run directory and its checkpoints
+    out_path = Path(out) if out is not None else run / "report.html"
+    require(out_path.suffix == ".html", f"--out must name an .html file, got {out_path}")
+    require(not out_path.is_dir(), f"--out {out_path} is a directory; name the report's .html file")
+    settings = AnalysisSettings(n_sequences=n_sequences, n_kernels=n_kernels)
+    curve_settings = AnalysisSettings(passes=CURVE_PASSES, n_sequences=dynamics_sequences)
+    say = progress or (lambda _: None)
+    start = time.perf_counter()
+    config = rundir.read_config(run)
+    page = ReportPage()
+
+    say(f"analysing {len(steps)} checkpoints")
+    dyn_table, dyn_final, order = _dynamics(run, steps, curve_settings)
+    say("analysing the last checkpoint")
+    final = analyze_checkpoint(run, steps[-1], settings)
+    is_markov = config.task.name == "markov"
+    roles = _roles(run, steps[-1], n_sequences, say) if is_markov else None
+    say("drawing figures")
+    page.add("summary", "Run", _summary_section(run, config, steps))
+    page.add("verdicts", "Headline verdicts", _verdict_section(page, final, roles, order))
+    page.add(
+        "dynamics",
+        "Training dynamics",
+        _dynamics_section(page, run, dyn_table, dyn_final, order, dynamics_sequences),
+    )
+    page.add("layers", f"The circuit at step {steps[-1]}", _layers_section(page, run, final))
+    say("attention patterns")
+    page.add("attention", "Attention patterns", _attention_section(page, run, config))
+    if is_markov:
+        say("patching")
+        page.add("patching", "Patching", _patching_section(page, run, steps[-1], roles))
+    page.data["report.json"] = {
+        "run": str(run),
+        "step": steps[-1],
+        "checkpoints": steps,
+        "seconds": round(time.perf_counter() - start, 2),
+        "figures": page.n_figures,
+        "attention_views": page.n_views,
+        "versions": _versions(),
+    }
+    _write(page, out_path, f"{run.name}: interp_icl report")
+    return out_path
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def _dynamics(run: Path, steps: list[int], settings):
+    """(long table, last analysis, stage order) over every checkpoint (cached per checkpoint)."""
+    from interp_icl.analysis.dynamics import dynamics, stage_order
+
+    table, analyses = dynamics(run, steps, settings)
+    last = analyses[steps[-1]]
+    order = stage_order(table, last) if {"copier", "classifier"} <= set(last.results) else None
+    return table, last, order
+
+
+def _roles(run: Path, step: int, n_sequences: int, say: Callable[[str], None]) -> dict | None:
+    """Summary + table of the role experiments at `step`: the stored ones of
+    ``interp-icl patch --roles`` (default sequences and seed), else run and stored now."""
+    from interp_icl.analysis.pipeline import write_outputs
+    from interp_icl.patching.experiment import run_roles
+
+    stem = run / "patching" / f"roles_step{step}"
+    try:
+        summary = json.loads(stem.with_suffix(".json").read_text())
+        table = pd.read_parquet(stem.with_suffix(".parquet"))
+        if summary.get("n_sequences") == n_sequences and summary.get("seed") == 0:
+            return {"summary": summary, "table": table}
+    except (OSError, ValueError):
+        pass
+    say("running the role experiments")
+    report = run_roles(run, step, n_sequences=n_sequences, seed=0)
+    summary = report.summary()
+    write_outputs(report.table, summary, run / "patching", stem.name)
+    return {"summary": json.loads(json.dumps(summary, default=str)), "table": report.table}
+
+
+def _patch_sweeps(run: Path, step: int) -> list[tuple[str, dict, pd.DataFrame]]:
+    """(stem, summary, table) of every stored sweep at `step`; runs the default one if none."""
+    from interp_icl.analysis.pipeline import write_outputs
+    from interp_icl.patching.experiment import PatchSettings, run_experiment
+
+    folder = run / "patching"
+    found = []
+    for summary_path in sorted(folder.glob(f"*_step{step}.json")):
+        stem = summary_path.stem
+        if not stem.startswith(("patch_", "ablate_")):
+            continue
+        try:
+            summary = json.loads(summary_path.read_text())
+            table = pd.read_parquet(summary_path.with_suffix(".parquet"))
+        except (OSError, ValueError):
+            continue
+        if "axes" in summary:
+            found.append((stem, summary, table))
+    if found:
+        return found
+    experiment = run_experiment(run, step, PatchSettings(attribution=False), progress=False)
+    summary = experiment.summary()
+    write_outputs(experiment.result.table, summary, folder, experiment.stem)
+    return [
+        (experiment.stem, json.loads(json.dumps(summary, default=str)), experiment.result.table)
+    ]
+
+
+def _versions() -> dict[str, str]:
+    from interp_icl.training.rundir import package_versions
+
+    return package_versions()
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _summary_section(run: Path, config, steps: list[int]) -> str:
+    data = config.to_dict()
+    trained_with = json.loads((run / "config.json").read_text()).get("versions", {})
+    rows = [
+        ("run directory", str(run)),
+        ("task", _kv(data["task"])),
+        ("model", _kv(data["model"])),
+        ("training", _kv({k: v for k, v in data["train"].items() if v not in (None, [], {})})),
+        ("seed", str(data["seed"])),
+        ("checkpoints", f"{len(steps)} ({', '.join(map(str, steps))})"),
+        ("trained with", _kv(trained_with)),
+        ("report made with", _kv(_versions())),
+    ]
+    return _table(["", "value"], rows)
+
+
+def _verdict_section(page: ReportPage, final, roles: dict | None, order: dict | None) -> str:
+    """Each headline number beside the truth it should match."""
+    rows: list[tuple[str, str, str, str]] = []
+    r = final.results
+    parents = None
+    if "copier" in r:
+        c = r["copier"].summary
+        parents = c.get("true_parents")
+        heads = ", ".join(
+            f"{u} r={h['attn_offset']} ({h['sharpness']:.2f})"
+            for u, h in c["heads"].items()
+            if h["is_copier"]
+        )
+        model = (
+            f"attention offsets {_set(c['copied_attn_offsets'])} [{heads or 'no copier head'}]; "
+            f"as parent offsets {_set(c['copied_parent_offsets'])}"
+            + (
+                f" + {_set(c['residual_parent_offsets'])} via the residual"
+                if c.get("residual_parent_offsets")
+                else ""
+            )
+        )
+        rows.append(
+            ("copier: copied offsets", model, _set(parents), _yes(c.get("parents_covered")))
+        )
+    if "selector" in r:
+        s = r["selector"].summary
+        model = (
+            f"{_set(s['selected_offsets'])} ({s.get('best_unit', '')}, margin {s['margin']:.2f}, "
+            f"{'confident' if s['confident'] else 'not confident'})"
+        )
+        rows.append(
+            ("selector: selected set", model, _set(parents), _yes(s.get("selected_equals_parents")))
+        )
+    if "classifier" in r:
+        k = r["classifier"].summary
+        kl = k["kl_model_to_strategy"]
+        model = (
+            f"{k['closest_strategy']} (KL {kl[k['closest_strategy']]:.4f}); closest S-gram "
+            f"{k['closest_sgram']} (KL {kl[k['closest_sgram']]:.4f})"
+            + ("" if k.get("closest_is_resolved", True) else "; not resolved from the runner-up")
+        )
+        truth = f"{_set(parents)}-gram" + (
+            f"; Bayes = {k['bayes_is']}" if k.get("bayes_is") else ""
+        )
+        rows.append(
+            ("classifier: closest strategy", model, truth, _yes(k.get("closest_sgram_is_parents")))
+        )
+    if "theory" in r:
+        t = r["theory"].summary
+        for name, predicted in t["predicted"].items():
+            label = t["criteria"][name]
+            rows.append(
+                (
+                    f"theory: S* of {label}",
+                    _set(predicted),
+                    f"model selected {_set(t.get('model_selected'))}",
+                    _yes(t.get("agrees", {}).get(name)),
+                )
+            )
+    if roles is not None:
+        summary = roles["summary"]
+        for role in ("copier", "selector", "classifier"):
+            role_summary = summary[role]
+            failed = role_summary.get("failed_checks") or []
+            rows.append(
+                (
+                    f"role experiment: {role}",
+                    "; ".join(failed) if failed else "all checks pass",
+                    "holds",
+                    _yes(bool(summary["verdicts"][role]), "holds", "does not hold"),
+                )
+            )
+    if order is not None:
+        halves = ", ".join(f"{role} {step}" for role, step in order["half_rise_step"].items())
+        matches = order["matches_paper_order"]
+        verdict = "undetermined (ties)" if matches is None and order["ties"] else _yes(matches)
+        rows.append(
+            (
+                "order in which roles form (half-rise step)",
+                f"{' → '.join(order['order'])} ({halves})",
+                "paper (gih): " + " → ".join(order["paper_order"]),
+                verdict,
+            )
+        )
+    page.data["verdicts.csv"] = pd.DataFrame(
+        [(*row[:3], _TAG.sub("", row[3])) for row in rows],
+        columns=["quantity", "model", "truth", "agrees"],
+    )
+    note = (
+        "<p>“truth” is the task's parent set (or what the theory or the paper predicts). "
+        "Role experiments: causal checks of <code>interp-icl patch --roles</code> "
+        f"({roles['summary']['n_sequences'] if roles else '–'} sequences, seed 0; thresholds in "
+        "docs/patching.md). The modified "
+        "χ²-mutual information is a <em>reconstruction</em> (REFERENCE §1).</p>"
+    )
+    return _table(["quantity", "model", "truth", "agrees"], rows, raw_last=True) + note
+
+
+def _dynamics_section(
+    page: ReportPage, run: Path, table: pd.DataFrame, final, order, n_sequences: int
+) -> str:
+    from interp_icl.analysis.dynamics import role_curves
+    from interp_icl.training import rundir
+
+    parts = []
+    metrics = pd.DataFrame(rundir.read_metrics(run))
+    if len(metrics):
+        fig, data = figures.loss_curves(metrics)
+        parts.append(page.figure(fig, "loss_curves.csv", data))
+    curves = role_curves(table, final)
+    if curves:
+        halves = order["half_rise_step"] if order else {}
+        fig, data = figures.role_curves(curves, halves)
+        parts.append(page.figure(fig, "role_curves.csv", data))
+    page.data["dynamics.csv"] = table
+    parts.append(
+        "<p>Loss in nats per token over all targets of the run's held-out sequences. Role curves: "
+        "copier = layer-1 attention mass of the parent-copying heads on their offsets; selector "
+        "= gih p_S of the parent heads, else the best layer-2 head's attention mass on full "
+        "parent matches; classifier = that head's logit gap between full matches and the rest "
+        "(effective inverse temperature). Dashed: the first checkpoint that covers half of "
+        f"the curve's change (half-rise step). Curves use {n_sequences} sequences per "
+        "checkpoint; all their analysis rows: dynamics.csv.</p>"
+    )
+    return "".join(parts)
+
+
+def _layers_section(page: ReportPage, run: Path, final) -> str:
+    from interp_icl.training.loading import load_run
+
+    parts = []
+    table = final.table()
+    r = final.results
+    if "copier" in r:
+        fig, data = figures.copier_heatmap(table)
+        parts.append(page.figure(fig, "copier.csv", data))
+    model = load_run(run).model
+    if hasattr(model, "w_rpe"):
+        fig, data = figures.rpe_heatmap(model.w_rpe)
+        parts.append(page.figure(fig, "rpe_weights.csv", data))
+    if "selector" in r:
+        predicted = r["theory"].summary["predicted"] if "theory" in r else None
+        fig, data = figures.selector_bars(table, r["selector"].summary, predicted)
+        parts.append(page.figure(fig, "selector.csv", data))
+    if "classifier" in r:
+        fig, data = figures.classifier_bars(table, r["classifier"].summary)
+        parts.append(page.figure(fig, "classifier.csv", data))
+    page.data["analysis_last_step.csv"] = table
+    page.data["analysis_last_step.json"] = final.summary()
+    parts.append(
+        "<p>Copier: mean layer-1 attention from position i to i − r. Selector: normalised "
+        "change of the best layer-2 unit's key and query features when only the token at that "
+        "offset is resampled (gih: also p_S, the FFN's weight on each copied-offset subset). "
+        "Classifier: layer-2 attention per earlier key by how many parent tokens it matches with "
+        "the query, and KL(model ‖ strategy) in nats for every in-context S-gram, unigram, "
+        "uniform and Bayes.</p>"
+    )
+    return "".join(parts)
+
+
+def _attention_section(page: ReportPage, run: Path, config) -> str:
+    from interp_icl.training.loading import load_run
+    from interp_icl.training.seeding import generator
+
+    loaded = load_run(run)
+    tokens = loaded.task.sample(
+        N_VIEW_SEQUENCES, generator(config.seed, "report", "attention")
+    ).tokens
+    intro = (
+        "<p>Sample sequences of the run's task (seeded by the run's seed). Hover a head to "
+        "see its pattern; token labels are token ids. Layer 1 should attend at the copied "
+        "offsets, layer 2 to earlier positions whose parents match the query's.</p>"
+    )
+    parts = [intro]
+    for i in range(tokens.shape[0]):
+        for layer in (0, 1):
+            view = attention_view(
+                loaded.model, tokens[i], layer, f"sequence {i}, layer {layer + 1}"
+            )
+            page.n_views += 1
+            page.data[f"attention_seq{i}_layer{layer + 1}.json"] = view.props()
+            parts.append(view.html())
+    return "".join(parts)
+
+
+def _patching_section(page: ReportPage, run: Path, step: int, roles: dict | None) -> str:
+    parts = []
+    for stem, summary, table in _patch_sweeps(run, step):
+        axes = tuple(summary["axes"])
+        metric = summary.get("settings", {}).get("metric", summary.get("metric", ""))
+        title = f"{stem}: {{value}} of {metric} (n = {summary.get('n_sequences')} sequences)"
+        parts.append(page.figure(table_heatmap(table, axes, title), f"{stem}.csv", table))
+    parts.append(
+        "<p>Effect = metric with the patch − metric of the run patched into (denoising: "
+        "clean activations into the corrupted run). Stored sweeps come from "
+        "<code>interp-icl patch</code>.</p>"
+    )
+    if roles is not None:
+        table = roles["table"]
+        page.data["roles.csv"] = table
+        page.data["roles.json"] = roles["summary"]
+        shown = table.head(200).astype(object)
+        shown = shown.where(shown.notna(), "")
+        parts.append(
+            "<h3>Role experiments</h3>"
+            + shown.to_html(
+                index=False, float_format=lambda v: f"{v:.4g}", classes="roles", na_rep=""
+            )
+            + (
+                f"<p>first 200 of {len(table)} rows; all in roles.csv</p>"
+                if len(table) > 200
+                else ""
+            )
+        )
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------- HTML
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 0 20px; }
+table { border-collapse: collapse; margin: 10px 0; font-size: 14px; }
+td, th { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+.yes { color: #137333; font-weight: 600; } .no { color: #c5221f; font-weight: 600; }
+.data { color: #777; font-size: 12px; margin-top: 0; } nav a { margin-right: 14px; }
+table.roles { font-size: 12px; }
+"""
+
+
+def _write(page: ReportPage, out_path: Path, title: str) -> None:
+    """Write the page and its data folder; each replaces the old one only once complete."""
+    nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in page.sections)
+    body = "".join(
+        f'<section id="{a}"><h2>{html.escape(t)}</h2>{content}</section>'
+        for a, t, content in page.sections
+    )
+    document = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style><script>{plotly.offline.get_plotlyjs()}</script>"
+        f"{bundle_script()}</head><body><h1>{html.escape(title)}</h1><nav>{nav}</nav>{body}"
+        "</body></html>"
+    )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    data_dir = out_path.with_name(out_path.stem + "_data")
+    tmp_dir = Path(tempfile.mkdtemp(prefix=data_dir.name + ".", dir=out_path.parent))
+    tmp_html = out_path.with_name(out_path.name + ".tmp")
+    try:
+        for name, content in page.data.items():
+            if isinstance(content, pd.DataFrame):
+                content.to_csv(tmp_dir / name, index=False)
+            else:
+                (tmp_dir / name).write_text(json.dumps(content, indent=1, default=_jsonable))
+        tmp_html.write_text(document, encoding="utf-8")
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
+        tmp_dir.rename(data_dir)
+        tmp_html.replace(out_path)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp_html.unlink(missing_ok=True)
+        raise
+
+
+def _table(header: list[str], rows: list[tuple], raw_last: bool = False) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    lines = []
+    for row in rows:
+        cells = (
+            [html.escape(str(v)) for v in row[:-1]]
+            if raw_last
+            else [html.escape(str(v)) for v in row]
+        )
+        if raw_last:
+            cells.append(str(row[-1]))
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(lines)}</table>"
+
+
+def _kv(mapping: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in mapping.items())
+
+
+def _set(offsets) -> str:
+    return "{" + ", ".join(map(str, offsets or [])) + "}"
+
+
+def _yes(value: bool | None, yes: str = "yes", no: str = "no") -> str:
+    if value is None:
+        return "–"
+    return f'<span class="yes">{yes}</span>' if value else f'<span class="no">{no}</span>'
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple, Path)):
+        return list(value) if not isinstance(value, Path) else str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+__all__ = ("build_report",)

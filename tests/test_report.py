@@ -1,0 +1,190 @@
+"""`interp-icl report`: the self-contained HTML report, its data files, and that it renders
+offline in headless Chromium (every plotly figure and circuitsvis view, no console errors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from interp_icl.errors import InterpICLError
+from interp_icl.training.trainer import Trainer
+from interp_icl.viz.report import build_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCREENSHOT_DIR = Path(os.environ.get("INTERP_ICL_SCREENSHOTS", "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A small standard run with 4 checkpoints and a report written by the CLI."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import tiny_config
+
+    run = tmp_path_factory.mktemp("report") / "tiny"
+    Trainer.create(tiny_config(), run, force=True, progress=False).run()
+    cli = Path(sys.executable).with_name("interp-icl")
+    done = subprocess.run(
+        [
+            str(cli),
+            "report",
+            str(run),
+            "--no-progress",
+            "--n-sequences",
+            "32",
+            "--n-kernels",
+            "50",
+            "--dynamics-sequences",
+            "16",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return run
+
+
+def test_report_holds_every_section_and_its_data(small_run):
+    report = small_run / "report.html"
+    text = report.read_text(encoding="utf-8")
+    data = small_run / "report_data"
+    info = json.loads((data / "report.json").read_text())
+    # plotly.js and the circuitsvis bundle once each, no external script or stylesheet
+    assert text.count('class="plotly-graph-div"') == info["figures"] >= 6
+    assert text.count("CircuitsVis.render(") == info["attention_views"] == 4
+    assert text.count("<script>/**\n* plotly.js v") == 1  # plotly.js inlined once
+    outside_scripts = re.sub(r"<script>.*?</script>", "", text, flags=re.DOTALL)
+    assert not re.search(r"<(script|link|img|iframe)\b[^>]*\b(src|href)=", outside_scripts)
+    for section in ("summary", "verdicts", "dynamics", "layers", "attention", "patching"):
+        assert f'id="{section}"' in text
+    # every figure names a data file that exists
+    for name in (
+        "loss_curves.csv",
+        "role_curves.csv",
+        "copier.csv",
+        "selector.csv",
+        "classifier.csv",
+        "verdicts.csv",
+        "roles.csv",
+        "dynamics.csv",
+    ):
+        assert f"data: {name}" in text or name in ("verdicts.csv", "roles.csv", "dynamics.csv")
+        assert (data / name).is_file(), name
+    verdicts = pd.read_csv(data / "verdicts.csv")
+    assert {"copier: copied offsets", "selector: selected set", "role experiment: copier"} <= set(
+        verdicts["quantity"]
+    )
+    # the loss data are the run's metrics, not a copy with different numbers
+    metrics = pd.read_json(small_run / "metrics.jsonl", lines=True)
+    loss = pd.read_csv(data / "loss_curves.csv")
+    assert loss["model"].tolist() == pytest.approx(metrics["eval_loss"].tolist())
+    assert loss["Bayes-optimal"].tolist() == pytest.approx(metrics["bayes_loss"].tolist())
+    # the attention values shown are the model's patterns, rounded to 3 decimals
+    view = json.loads((data / "attention_seq0_layer1.json").read_text())
+    pattern = view["attention"]
+    assert len(pattern) == 2 and len(pattern[0]) == len(view["tokens"])
+    assert all(abs(sum(row) - 1) < 0.01 for head in pattern for row in head)
+
+
+def test_report_attention_values_equal_the_model_patterns(small_run):
+    import torch
+
+    from interp_icl.analysis.common import hook_cache
+    from interp_icl.training.loading import load_run
+    from interp_icl.training.seeding import generator
+
+    loaded = load_run(small_run)
+    tokens = loaded.task.sample(2, generator(loaded.config.seed, "report", "attention")).tokens
+    for layer in (0, 1):
+        name = f"blocks.{layer}.attn.hook_pattern"
+        with torch.no_grad():
+            pattern = hook_cache(loaded.model, tokens[1:2], [name])[name][0]
+        view = json.loads(
+            (small_run / "report_data" / f"attention_seq1_layer{layer + 1}.json").read_text()
+        )
+        assert view["tokens"] == [str(int(t)) for t in tokens[1]]
+        assert torch.tensor(view["attention"]).sub(pattern).abs().max() <= 0.0005 + 1e-7
+
+
+def test_bad_input_leaves_an_old_report_untouched(small_run, tmp_path):
+    report = small_run / "report.html"
+    before = report.read_bytes()
+    with pytest.raises(InterpICLError, match="does not exist"):
+        build_report(tmp_path / "missing")
+    with pytest.raises(InterpICLError, match=r"\.html"):
+        build_report(small_run, small_run / "report.txt")
+    assert report.read_bytes() == before
+    cli = Path(sys.executable).with_name("interp-icl")
+    done = subprocess.run(
+        [str(cli), "report", str(tmp_path / "missing")], check=False, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (.ci/run installs it)")
+def test_report_renders_offline_in_headless_chromium(small_run):
+    playwright = pytest.importorskip("playwright.sync_api")
+    report = small_run / "report.html"
+    info = json.loads((small_run / "report_data" / "report.json").read_text())
+    errors: list[str] = []
+    requests: list[str] = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            context = browser.new_context(offline=True, viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on(
+                "request",
+                lambda r: (
+                    requests.append(r.url)
+                    if not r.url.startswith(("file:", "data:", "blob:"))
+                    else None
+                ),
+            )
+            page.goto(report.resolve().as_uri(), wait_until="load")
+            page.wait_for_function(
+                "n => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n",
+                arg=info["figures"],
+                timeout=60_000,
+            )
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.attention-view')]"
+                ".every(d => d.childElementCount > 0 && d.querySelectorAll('canvas, svg, td, div').length > 3)",
+                timeout=60_000,
+            )
+            plots = page.eval_on_selector_all(
+                ".js-plotly-plot",
+                "els => els.map(e => e.querySelectorAll('.main-svg').length > 0 && e.getBoundingClientRect().height > 100)",
+            )
+            views = page.eval_on_selector_all(
+                ".attention-view", "els => els.map(e => e.getBoundingClientRect().height > 50)"
+            )
+            SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT_DIR / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert len(plots) == info["figures"] and all(plots)
+    assert len(views) == info["attention_views"] and all(views)
+    assert errors == []
+    assert requests == []
