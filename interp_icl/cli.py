@@ -259,6 +259,7 @@ def patch(
     ablate: Optional[str] = typer.Option(None, help="zero, mean or resample: ablate in the clean run instead of patching."),
     n_sequences: Optional[int] = typer.Option(None, help="Sequences drawn from the run's task (default 64; 256 with --roles)."),
     seed: int = typer.Option(0, help="Seed of the sequences and corruptions."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated layers to patch, e.g. 0 (default: all; needed when layers differ in head count, as in gih models)."),
     memory_mb: float = typer.Option(1024.0, help="Memory budget of the patches run together (MB)."),
     attribution: bool = typer.Option(True, help="Also estimate the sweep by attribution patching and report its correlation."),
     roles: bool = typer.Option(False, "--roles", help="Run the copier, selector and classifier role experiments instead of a sweep."),
@@ -282,7 +283,7 @@ def patch(
     settings = PatchSettings(
         site=target, by=by, metric=metric, corrupt=corrupt, mode=mode, ablate=ablate,
         n_sequences=64 if n_sequences is None else n_sequences, seed=seed, memory_mb=memory_mb,
-        attribution=attribution,
+        attribution=attribution, layers=_parse_layers(layers),
     )
     experiment = run_experiment(run, chosen, settings, progress=progress)
     result = experiment.result
@@ -299,6 +300,15 @@ def patch(
     paths = write_outputs(result.table, experiment.summary(), out_dir, stem)
     paths.append(write_figures_html([patch_heatmap(result)], out_dir / f"{stem}.html", f"{run} step {experiment.step}: {stem}"))
     console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _parse_layers(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--layers must be comma-separated integers such as 0,1, got {text!r}") from None
 
 
 def _roles(run: Path, step: int, n_sequences: int, seed: int, out_dir: Path, progress: bool, detailed: bool) -> dict:

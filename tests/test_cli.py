@@ -38,6 +38,7 @@ def _write_config(path, **sections):
         (["train", "--config", "missing.json"], "config file missing.json does not exist"),
         (["train", "--preset", "gpt2"], "unknown preset 'gpt2'"),
         (["runs", "--out-dir", "nowhere"], "nowhere does not exist"),
+        (["report", "runs/nowhere"], "run directory runs/nowhere does not exist"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):

@@ -24,26 +24,24 @@ SCREENSHOT_DIR = Path(os.environ.get("INTERP_ICL_SCREENSHOTS", "test-artifacts")
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    """A small standard run with 4 checkpoints and a report written by the CLI."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import tiny_config
+    """A small standard run (40 steps, 13 checkpoints) and its report, written by the CLI with
+    small sample sizes. With ``INTERP_ICL_REPORT_RUN=runs/quickstart`` the module checks the report
+    of a copy of that run instead, made with the default settings (what users get)."""
+    from tests.conftest import tiny_config
 
-    run = tmp_path_factory.mktemp("report") / "tiny"
-    Trainer.create(tiny_config(), run, force=True, progress=False).run()
+    given = os.environ.get("INTERP_ICL_REPORT_RUN")
+    if given:
+        run = tmp_path_factory.mktemp("report") / Path(given).name
+        ignore = shutil.ignore_patterns("report.html", "report_data")
+        shutil.copytree(given, run, ignore=ignore)
+        sizes = []
+    else:
+        run = tmp_path_factory.mktemp("report") / "tiny"
+        Trainer.create(tiny_config(), run, force=True, progress=False).run()
+        sizes = ["--n-sequences", "32", "--n-kernels", "50", "--dynamics-sequences", "16"]
     cli = Path(sys.executable).with_name("interp-icl")
     done = subprocess.run(
-        [
-            str(cli),
-            "report",
-            str(run),
-            "--no-progress",
-            "--n-sequences",
-            "32",
-            "--n-kernels",
-            "50",
-            "--dynamics-sequences",
-            "16",
-        ],
+        [str(cli), "report", str(run), "--no-progress", *sizes],
         check=False,
         capture_output=True,
         text=True,
@@ -79,9 +77,11 @@ def test_report_holds_every_section_and_its_data(small_run):
         assert f"data: {name}" in text or name in ("verdicts.csv", "roles.csv", "dynamics.csv")
         assert (data / name).is_file(), name
     verdicts = pd.read_csv(data / "verdicts.csv")
-    assert {"copier: copied offsets", "selector: selected set", "role experiment: copier"} <= set(
-        verdicts["quantity"]
-    )
+    assert {
+        "copier: copied offsets (cover the parents?)",
+        "selector: selected set",
+        "role experiment: copier",
+    } <= set(verdicts["quantity"])
     # the loss data are the run's metrics, not a copy with different numbers
     metrics = pd.read_json(small_run / "metrics.jsonl", lines=True)
     loss = pd.read_csv(data / "loss_curves.csv")
@@ -188,3 +188,26 @@ def test_report_renders_offline_in_headless_chromium(small_run):
     assert len(views) == info["attention_views"] and all(views)
     assert errors == []
     assert requests == []
+
+
+def test_report_on_a_gih_run_patches_each_layer_and_shows_its_weights(tmp_path):
+    """gih layers differ in head count (3 vs 1): the default sweep runs per layer; the report
+    also draws the relative-position weights, whose data are the model's w_rpe."""
+    from interp_icl.training.loading import load_run
+    from tests.conftest import tiny_config
+
+    run = tmp_path / "gih"
+    config = tiny_config(
+        model={"family": "gih", "n_heads": 2, "window": 2, "max_degree": 2},
+        train={"steps": 8, "checkpoint_every": 8},
+    )
+    Trainer.create(config, run, force=True, progress=False).run()
+    build_report(run, n_sequences=16, n_kernels=20, dynamics_sequences=8)
+    data = run / "report_data"
+    assert (data / "patch_z_pos_L0_step8.csv").is_file()
+    assert (data / "patch_z_pos_L1_step8.csv").is_file()
+    weights = pd.read_csv(data / "rpe_weights.csv")
+    w_rpe = load_run(run).model.w_rpe.detach().double()
+    assert len(weights) == w_rpe.numel()
+    for row in weights.itertuples():
+        assert row.weight == pytest.approx(float(w_rpe[row.head, row.offset - 1]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -222,6 +223,9 @@ def _write_cache(where: Path, analysis: Analysis, settings: AnalysisSettings) ->
     """Write the cache atomically: a temporary sibling directory renamed into place."""
     where.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=where.name + ".", dir=where.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    tmp.chmod(0o777 & ~mask)  # mkdtemp makes it private; the cache is an ordinary directory
     try:
         table = analysis.table()
         if "step" in table.columns:

@@ -53,6 +53,7 @@ class PatchSettings:
     seed: int = 0
     memory_mb: float = DEFAULT_MEMORY_MB
     attribution: bool = True
+    layers: tuple[int, ...] | None = None  # None: every layer
 
     def __post_init__(self) -> None:
         require(
@@ -72,7 +73,10 @@ class PatchSettings:
         )
         require(self.n_sequences >= 1, f"--n-sequences must be at least 1, got {self.n_sequences}")
         require(self.memory_mb > 0, f"--memory-mb must be positive, got {self.memory_mb}")
-        Target(self.site, self.by)  # validates site and granularity
+        self.target()  # validates site and granularity
+
+    def target(self) -> Target:
+        return Target(self.site, self.by, self.layers)
 
 
 @dataclass
@@ -88,7 +92,8 @@ class PatchExperiment:
         """File stem of this sweep's outputs in RUN/patching."""
         s = self.settings
         kind = f"ablate_{s.ablate}" if s.ablate else "patch"
-        return f"{kind}_{s.site}_{s.by}_step{self.step}"
+        layers = "" if s.layers is None else "_L" + "-".join(map(str, s.layers))
+        return f"{kind}_{s.site}_{s.by}{layers}_step{self.step}"
 
     def summary(self) -> dict:
         top = self.result.table.reindex(
@@ -137,7 +142,7 @@ def run_experiment(
     generator = torch.Generator().manual_seed(derive_seed(settings.seed, "patching"))
     clean = task.sample(settings.n_sequences, generator).tokens
     metric = make_metric(model, settings.metric, clean)
-    target = Target(settings.site, settings.by)
+    target = settings.target()
     options = {"memory_mb": settings.memory_mb, "progress": progress}
     comparison = None
     if settings.ablate is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -79,8 +80,8 @@ def build_report(
 ) -> Path:
     """Write the report of run `run_dir` (last checkpoint) to `out` (default RUN/report.html).
 
-    `n_sequences`: evaluation sequences of the analysis passes (every checkpoint) and of the role
-    experiments at the last checkpoint; `n_kernels`: prior kernels of the theory pass (defaults
+    `n_sequences`: evaluation sequences of the analysis passes and of the role experiments at
+    the last checkpoint; `n_kernels`: prior kernels of the theory pass (the defaults are those
     of ``interp-icl analyze`` and ``interp-icl patch --roles``, whose stored results are reused);
     `dynamics_sequences`: sequences per checkpoint for the training-dynamics curves (copier,
     selector and classifier passes; cached separately from ``interp-icl analyze``).
@@ -171,6 +172,8 @@ def _patch_sweeps(run: Path, step: int) -> list[tuple[str, dict, pd.DataFrame]]:
     """(stem, summary, table) of every stored sweep at `step`; runs the default one if none."""
     from interp_icl.analysis.pipeline import write_outputs
     from interp_icl.patching.experiment import PatchSettings, run_experiment
+    from interp_icl.patching.targets import heads_per_layer
+    from interp_icl.training.loading import load_run
 
     folder = run / "patching"
     found = []
@@ -187,12 +190,18 @@ def _patch_sweeps(run: Path, step: int) -> list[tuple[str, dict, pd.DataFrame]]:
             found.append((stem, summary, table))
     if found:
         return found
-    experiment = run_experiment(run, step, PatchSettings(attribution=False), progress=False)
-    summary = experiment.summary()
-    write_outputs(experiment.result.table, summary, folder, experiment.stem)
-    return [
-        (experiment.stem, json.loads(json.dumps(summary, default=str)), experiment.result.table)
-    ]
+    default = PatchSettings(attribution=False)
+    heads = heads_per_layer(load_run(run, step).model, default.target())
+    # one sweep over all layers, or one per layer when they differ in head count (gih)
+    layer_sets = [None] if len(set(heads.values())) == 1 else [(layer,) for layer in heads]
+    for layers in layer_sets:
+        settings = PatchSettings(attribution=False, layers=layers)
+        experiment = run_experiment(run, step, settings, progress=False)
+        summary = experiment.summary()
+        write_outputs(experiment.result.table, summary, folder, experiment.stem)
+        summary = json.loads(json.dumps(summary, default=str))
+        found.append((experiment.stem, summary, experiment.result.table))
+    return found
 
 
 def _versions() -> dict[str, str]:
@@ -243,7 +252,12 @@ def _verdict_section(page: ReportPage, final, roles: dict | None, order: dict | 
             )
         )
         rows.append(
-            ("copier: copied offsets", model, _set(parents), _yes(c.get("parents_covered")))
+            (
+                "copier: copied offsets (cover the parents?)",
+                model,
+                _set(parents),
+                _yes(c.get("parents_covered")),
+            )
         )
     if "selector" in r:
         s = r["selector"].summary
@@ -467,6 +481,7 @@ def _write(page: ReportPage, out_path: Path, title: str) -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     data_dir = out_path.with_name(out_path.stem + "_data")
     tmp_dir = Path(tempfile.mkdtemp(prefix=data_dir.name + ".", dir=out_path.parent))
+    tmp_dir.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the data folder is not
     tmp_html = out_path.with_name(out_path.name + ".tmp")
     try:
         for name, content in page.data.items():
@@ -483,6 +498,12 @@ def _write(page: ReportPage, out_path: Path, title: str) -> None:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_html.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _table(header: list[str], rows: list[tuple], raw_last: bool = False) -> str:
