@@ -295,7 +295,8 @@ def patch(
     console.print(line + f"; engine {result.info['engine']}")
     if experiment.attribution is not None:
         a = experiment.attribution
-        console.print(f"attribution patching vs exact: Pearson r = {a['pearson']:.3f}, Spearman = {a['spearman']:.3f} over {a['n_patches']} patches")
+        console.print(f"attribution patching vs exact: Pearson r = {a['pearson']:.3f} over {a['n_patches']} patches; "
+                      f"Spearman = {a['spearman']:.3f} over the {a['n_ranked']} whose exact effect is above the noise floor")
     stem = experiment.stem
     paths = write_outputs(result.table, experiment.summary(), out_dir, stem)
     paths.append(write_figures_html([patch_heatmap(result)], out_dir / f"{stem}.html", f"{run} step {experiment.step}: {stem}"))

@@ -324,6 +324,31 @@ def test_attribution_is_exact_to_first_order(models):
         )
 
 
+def test_rank_correlation_uses_average_ranks_and_ignores_noise_level_patches():
+    from types import SimpleNamespace
+
+    from interp_icl.patching.attribution import _ranks, compare_with_exact
+
+    values = torch.tensor([3.0, 1.0, 2.0, 2.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    # brute force: the rank of a value is (#smaller) + (#equal - 1) / 2
+    expected = [float((values < v).sum() + ((values == v).sum() - 1) / 2) for v in values]
+    assert _ranks(values).tolist() == expected
+
+    # 300 patches that cannot matter (exact 0 or float noise) and 6 that do, in the same order in
+    # both sweeps: the estimate ranks the 6 correctly, so the rank correlation is 1, whatever
+    # the order of the noise
+    generator = torch.Generator().manual_seed(0)
+    signal = torch.tensor([-1.5, -0.7, -0.2, 0.05, 0.4, 1.1], dtype=torch.float64)
+    noise = torch.cat([torch.zeros(150), 1e-7 * torch.randn(150, generator=generator)]).double()
+    exact = torch.cat([noise, signal])
+    estimate = torch.cat([-noise, 0.9 * signal])  # noise ranks reversed
+    comparison = compare_with_exact(
+        SimpleNamespace(effect=estimate), SimpleNamespace(effect=exact)
+    )
+    assert comparison["n_ranked"] == 6 and comparison["spearman"] == pytest.approx(1.0)
+    assert comparison["pearson"] > 0.99
+
+
 def test_parent_corruption_changes_exactly_the_last_tokens_parents():
     from interp_icl.patching.experiment import parent_corruption
     from interp_icl.tasks import make_task

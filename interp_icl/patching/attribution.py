@@ -96,18 +96,32 @@ def attribution_patching(
     return result
 
 
+NOISE_FLOOR = 1e-4  # exact effects below this fraction of the largest one are float noise
+
+
 def compare_with_exact(estimate: PatchResult, exact: PatchResult) -> dict:
-    """How well attribution patching matches an exact sweep of the same patches: Pearson and
-    Spearman correlation of the mean effects across patches, and the largest absolute error."""
+    """How well attribution patching matches an exact sweep of the same patches.
+
+    ``pearson``: correlation of the mean effects over all patches. ``spearman``: rank correlation
+    (average ranks for ties) over the ``n_ranked`` patches whose exact |effect| exceeds
+    ``NOISE_FLOOR`` x the largest — patches that cannot change the metric have exact effects of 0
+    or float noise (~1e-7), whose ranks are arbitrary and would decide a rank correlation over all
+    patches; NaN when fewer than 3 patches are above the floor. ``max_abs_error``: the largest
+    |estimate − exact| over all patches."""
     a, b = estimate.effect.reshape(-1).double(), exact.effect.reshape(-1).double()
     if a.numel() != b.numel():
         raise InterpICLError("attribution and exact sweeps cover different patches")
+    effect_range = float(b.abs().max())
+    ranked = b.abs() > NOISE_FLOOR * effect_range
+    n_ranked = int(ranked.sum())
+    spearman = _pearson(_ranks(a[ranked]), _ranks(b[ranked])) if n_ranked >= 3 else math.nan
     return {
         "n_patches": int(a.numel()),
         "pearson": _pearson(a, b),
-        "spearman": _pearson(_ranks(a), _ranks(b)),
+        "spearman": spearman,
+        "n_ranked": n_ranked,
         "max_abs_error": float((a - b).abs().max()),
-        "exact_effect_range": float(b.abs().max()),
+        "exact_effect_range": effect_range,
     }
 
 
@@ -118,7 +132,8 @@ def _pearson(a: Tensor, b: Tensor) -> float:
 
 
 def _ranks(x: Tensor) -> Tensor:
-    order = torch.argsort(x)
-    ranks = torch.empty_like(x)
-    ranks[order] = torch.arange(x.numel(), dtype=x.dtype)
-    return ranks
+    """Ranks 0..n-1 of `x`, tied values sharing the mean of their ranks."""
+    values, inverse = torch.unique(x, return_inverse=True)  # values sorted ascending
+    counts = torch.bincount(inverse, minlength=values.numel()).to(x.dtype)
+    first = torch.cumsum(counts, 0) - counts  # rank of each distinct value's first element
+    return (first + (counts - 1) / 2)[inverse]
