@@ -276,7 +276,7 @@ def _verdict_section(page: ReportPage, final, roles: dict | None, order: dict | 
             f"{k['closest_sgram']} (KL {kl[k['closest_sgram']]:.4f})"
             + ("" if k.get("closest_is_resolved", True) else "; not resolved from the runner-up")
         )
-        truth = f"{_set(parents)}-gram" + (
+        truth = ("–" if parents is None else f"{_set(parents)}-gram") + (
             f"; Bayes = {k['bayes_is']}" if k.get("bayes_is") else ""
         )
         rows.append(
@@ -307,7 +307,7 @@ def _verdict_section(page: ReportPage, final, roles: dict | None, order: dict | 
                     _yes(bool(summary["verdicts"][role]), "holds", "does not hold"),
                 )
             )
-    if order is not None:
+    if order is not None and order["order"]:
         halves = ", ".join(f"{role} {step}" for role, step in order["half_rise_step"].items())
         matches = order["matches_paper_order"]
         verdict = "undetermined (ties)" if matches is None and order["ties"] else _yes(matches)
@@ -526,7 +526,10 @@ def _kv(mapping: dict[str, Any]) -> str:
 
 
 def _set(offsets) -> str:
-    return "{" + ", ".join(map(str, offsets or [])) + "}"
+    """``{1, 2}``; ``–`` when there is no set (a task without parents)."""
+    if offsets is None:
+        return "–"
+    return "{" + ", ".join(map(str, offsets)) + "}"
 
 
 def _yes(value: bool | None, yes: str = "yes", no: str = "no") -> str:
