@@ -75,6 +75,8 @@ def _train(config: RunConfig, run_dir: Path, force: bool, resume: bool, progress
 
 
 def _loss_table(final: dict[str, Any], title: str) -> Table:
+    if "eval_loss_last" not in final:  # a continuous task: one prediction per sequence
+        return _regression_table(final, title)
     table = Table(title=title)
     table.add_column("predictor")
     table.add_column("loss, all targets", justify="right")
@@ -99,22 +101,39 @@ def _loss_table(final: dict[str, Any], title: str) -> Table:
     return table
 
 
+def _regression_table(final: dict[str, Any], title: str) -> Table:
+    table = Table(title=title + " (half squared error of y_q)")
+    for column in ("predictor", "loss", "model - predictor"):
+        table.add_column(column, justify="left" if column == "predictor" else "right")
+    table.add_row("model", f"{final['eval_loss']:.5f}", "")
+    names = [("bayes", "Bayes (posterior mean)"), ("gd1", "one GD step, best lr"), ("zero", "predict 0")]
+    for key, label in names:
+        if f"{key}_loss" in final:
+            value = final[f"{key}_loss"]
+            table.add_row(label, f"{value:.5f}", f"{final['eval_loss'] - value:+.5f}")
+    return table
+
+
 @app.command()
 def train(
     config: Optional[Path] = typer.Option(None, "--config", help="JSON run config (see docs)."),
-    preset: Optional[str] = typer.Option(None, help="Start from a named config: quickstart, paper-gih."),
+    preset: Optional[str] = typer.Option(None, help="Start from a named config: quickstart, paper-gih, lsa-gd."),
     name: Optional[str] = typer.Option(None, help="Run name (directory under --out-dir)."),
     out_dir: Path = typer.Option(Path("runs"), help="Where run directories live."),
     force: bool = typer.Option(False, help="Overwrite an existing run directory."),
     resume: bool = typer.Option(False, help="Continue the run from its newest checkpoint."),
     seed: Optional[int] = typer.Option(None),
-    family: Optional[str] = typer.Option(None, help="Model family: standard or gih."),
+    family: Optional[str] = typer.Option(None, help="Model family: standard, gih or lsa."),
+    task: Optional[str] = typer.Option(None, help="Task: markov, repeated or regression."),
     vocab_size: Optional[int] = typer.Option(None),
     parents: Optional[str] = typer.Option(None, help="Parent offsets, e.g. 1,2."),
     alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration of kernel rows."),
     seq_len: Optional[int] = typer.Option(None),
     n_heads: Optional[int] = typer.Option(None),
     d_model: Optional[int] = typer.Option(None),
+    n_layers: Optional[int] = typer.Option(None, help="lsa: number of linear self-attention layers."),
+    x_dim: Optional[int] = typer.Option(None, help="regression: input dimension d."),
+    n_points: Optional[int] = typer.Option(None, help="regression: context points N."),
     window: Optional[int] = typer.Option(None, help="gih: layer-1 window M."),
     max_degree: Optional[int] = typer.Option(None, help="gih: largest head subset D."),
     steps: Optional[int] = typer.Option(None),
@@ -133,6 +152,10 @@ def train(
         "name": name,
         "seed": seed,
         "model.family": family,
+        "task.name": task,
+        "model.n_layers": n_layers,
+        "task.x_dim": x_dim,
+        "task.n_points": n_points,
         "task.vocab_size": vocab_size,
         "task.parents": _parse_parents(parents),
         "task.alpha": alpha,

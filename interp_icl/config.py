@@ -15,8 +15,9 @@ from typing import Any
 
 from interp_icl.errors import ConfigError, require
 
-TASKS = ("markov", "repeated")
-FAMILIES = ("standard", "gih")
+TASKS = ("markov", "repeated", "regression")
+FAMILIES = ("standard", "gih", "lsa")
+CONTINUOUS_TASKS = ("regression",)  # tasks whose tokens are vectors, not token ids
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 LOSS_POSITIONS = ("all", "last")
@@ -34,6 +35,9 @@ class TaskConfig:
       pi(.|z) ~ Dirichlet(alpha * 1_d) for every parent context z, the first max(parents) tokens
       are uniform, then x_t ~ pi(.| x_{t-p} for p in parents).
     repeated: a uniformly random block of `block_len` tokens repeated `n_repeats` times.
+    regression: in-context linear regression (von Oswald et al. 2023): `n_points` pairs
+      (x_i, <w, x_i> + noise) then a query x_q, x ~ U(-x_scale, x_scale)^x_dim, w ~ N(0, I);
+      tokens are the vectors (x, y) (`seq_len` = n_points + 1); the model predicts y_q.
 
     `seq_len` is the total number of tokens of a sequence; the last token is the target of
     last-position training (the paper setting with 100 context tokens is seq_len = 101).
@@ -46,6 +50,10 @@ class TaskConfig:
     seq_len: int = 101
     block_len: int = 50
     n_repeats: int = 2
+    x_dim: int = 10
+    n_points: int = 10
+    x_scale: float = 1.0
+    noise: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.name in TASKS, f"unknown task {self.name!r}; choose one of {', '.join(TASKS)}")
@@ -70,12 +78,24 @@ class TaskConfig:
                 self.vocab_size ** len(self.parents) <= 1_000_000,
                 f"task has {self.vocab_size}^{len(self.parents)} parent contexts; keep it <= 1e6",
             )
-        else:
+        elif self.name == "repeated":
             require(
                 self.block_len >= 1 and self.n_repeats >= 1,
                 "task.block_len and task.n_repeats must be >= 1",
             )
             object.__setattr__(self, "seq_len", self.block_len * self.n_repeats)
+        else:
+            require(
+                isinstance(self.x_dim, int) and self.x_dim >= 1,
+                f"task.x_dim must be an integer >= 1, got {self.x_dim!r}",
+            )
+            require(
+                isinstance(self.n_points, int) and self.n_points >= 1,
+                f"task.n_points must be an integer >= 1, got {self.n_points!r}",
+            )
+            require(self.x_scale > 0, f"task.x_scale must be > 0, got {self.x_scale}")
+            require(self.noise >= 0, f"task.noise must be >= 0, got {self.noise}")
+            object.__setattr__(self, "seq_len", self.n_points + 1)
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,8 @@ class ModelConfig:
     standard: TransformerLens-native two-layer transformer (TransformerBridge.boot_native).
     gih: the generalized-induction-head model TF(M, H, d, D) of Chen et al. 2024 with
       window M = `window`, H = `n_heads` layer-1 heads, subsets of heads of size <= D = `max_degree`.
+    lsa: `n_layers` layers of linear self-attention on (x, y) tokens (von Oswald et al. 2023), for
+      the regression task.
     """
 
     family: str = "standard"
@@ -104,6 +126,9 @@ class ModelConfig:
     w_minus: float = 0.1
     c_init: float = 0.01
     a_init: float = 0.01
+    # lsa
+    n_layers: int = 1
+    init_variance: float = 0.002  # entries ~ N(0, init_variance / (n_layers * (d + 1)))
 
     def __post_init__(self) -> None:
         require(
@@ -128,6 +153,12 @@ class ModelConfig:
                 self.act_fn in ("relu", "gelu", "gelu_new", "silu"),
                 f"model.act_fn must be relu, gelu, gelu_new or silu, got {self.act_fn!r}",
             )
+        elif self.family == "lsa":
+            require(
+                isinstance(self.n_layers, int) and self.n_layers >= 1,
+                f"model.n_layers must be an integer >= 1, got {self.n_layers!r}",
+            )
+            require(self.init_variance >= 0, f"model.init_variance must be >= 0, got {self.init_variance}")
         else:
             require(self.window >= 1, f"model.window must be >= 1, got {self.window}")
             require(
@@ -232,6 +263,12 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         require(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
+        continuous_task = self.task.name in CONTINUOUS_TASKS
+        require(
+            continuous_task == (self.model.family == "lsa"),
+            f"model family {self.model.family!r} cannot learn task {self.task.name!r}: the "
+            "regression task needs model.family 'lsa', and 'lsa' needs the regression task",
+        )
         if self.model.family == "gih":
             require(
                 self.model.window < self.task.seq_len,

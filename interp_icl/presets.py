@@ -53,4 +53,26 @@ def paper_gih() -> RunConfig:
     )
 
 
-PRESETS = {"quickstart": quickstart, "paper-gih": paper_gih}
+def lsa_gd() -> RunConfig:
+    """von Oswald et al. 2023's setting: one layer of linear self-attention on in-context linear
+    regression, d = 10, N = 10 points, x ~ U(-1, 1)^d, w ~ N(0, I), no noise; Adam on the query's
+    half squared error with fresh tasks every step."""
+    return RunConfig(
+        name="lsa-gd",
+        seed=0,
+        task=TaskConfig(name="regression", x_dim=10, n_points=10, x_scale=1.0, noise=0.0),
+        model=ModelConfig(family="lsa", n_layers=1),
+        train=TrainConfig(
+            steps=5000,
+            batch_size=256,
+            optimizer="adam",
+            lr=1e-3,
+            grad_clip=None,
+            eval_every=250,
+            n_eval=2048,
+            checkpoint_every=1000,
+        ),
+    )
+
+
+PRESETS = {"quickstart": quickstart, "paper-gih": paper_gih, "lsa-gd": lsa_gd}

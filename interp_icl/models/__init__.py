@@ -17,15 +17,22 @@ from torch import Tensor, nn
 from interp_icl.config import ModelConfig
 from interp_icl.models.common import check_tokens
 from interp_icl.models.gih import GIHConfig, GIHModel, head_subsets
+from interp_icl.models.linear_attention import LinearAttentionConfig, LinearSelfAttention
 from interp_icl.models.standard import build_standard
 
 PROB_FLOOR = 1e-12  # probabilities are floored here before the log (caps a token's loss at 27.6)
 
 
 def build_model(model: ModelConfig, d_vocab: int, n_ctx: int, seed: int) -> nn.Module:
-    """The hooked model a config describes, initialised from `seed`."""
+    """The hooked model a config describes, initialised from `seed`. For the lsa family
+    `d_vocab` is the token width d + 1 of the regression task."""
     if model.family == "standard":
         return build_standard(model, d_vocab, n_ctx, seed)
+    if model.family == "lsa":
+        cfg = LinearAttentionConfig(
+            d_x=d_vocab - 1, n_layers=model.n_layers, init_variance=model.init_variance, n_ctx=n_ctx
+        )
+        return LinearSelfAttention(cfg, torch.Generator().manual_seed(seed))
     cfg = GIHConfig(
         d_vocab=d_vocab,
         n_ctx=n_ctx,
@@ -51,7 +58,9 @@ def target_offset(model: nn.Module) -> int:
 
 def training_module(model: nn.Module) -> nn.Module:
     """The module the trainer calls: `bridge.original_model` for the standard family."""
-    return model if is_gih(model) else model.original_model
+    if is_gih(model) or isinstance(model, LinearSelfAttention):
+        return model
+    return model.original_model
 
 
 def next_token_log_probs(model: nn.Module, tokens: Tensor, last_only: bool = False) -> Tensor:

@@ -3,6 +3,7 @@
 from interp_icl.config import TaskConfig
 from interp_icl.tasks.base import Batch, Task
 from interp_icl.tasks.markov import MarkovTask
+from interp_icl.tasks.regression import RegressionTask
 from interp_icl.tasks.repeated import RepeatedTokensTask
 
 
@@ -10,7 +11,23 @@ def make_task(config: TaskConfig) -> Task:
     """Build the task a config names."""
     if config.name == "markov":
         return MarkovTask(config)
+    if config.name == "regression":
+        return RegressionTask(config)
     return RepeatedTokensTask(config)
 
 
-__all__ = ["Batch", "MarkovTask", "RepeatedTokensTask", "Task", "TaskConfig", "make_task"]
+def is_continuous(task: Task) -> bool:
+    """Whether the task's tokens are vectors (regression) rather than token ids."""
+    return getattr(task, "continuous", False)
+
+
+__all__ = [
+    "Batch",
+    "MarkovTask",
+    "RegressionTask",
+    "RepeatedTokensTask",
+    "Task",
+    "TaskConfig",
+    "is_continuous",
+    "make_task",
+]

@@ -19,7 +19,8 @@ from interp_icl.config import TaskConfig
 class Batch:
     """Sequences of one task.
 
-    tokens: ``[batch, seq]`` int64 token ids in [0, vocab_size).
+    tokens: ``[batch, seq]`` int64 token ids in [0, vocab_size); for continuous tasks
+      (regression) ``[batch, seq, features]`` float vectors.
     metadata: task-specific tensors with a leading batch dimension (e.g. the Markov kernels).
     """
 

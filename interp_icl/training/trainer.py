@@ -11,6 +11,10 @@ unigram and true-parent S-gram losses on the same sequences. `eval_floored_frac[
 fraction of targets given probability <= PROB_FLOOR (1e-12). The gih model's output is a mixture
 of context tokens, so a target absent from the context gets probability exactly 0; its loss there
 is the floor's 27.6 nats, a convention rather than a property of the model.
+
+Continuous tasks (regression) bring their own objective: the task's `train_loss` (half squared
+error of the query's y) is minimised, and evaluation records the task's `eval_loss` beside its
+oracles' losses (`bayes_loss`, ...) on the held-out set.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from torch import Tensor, nn
 from interp_icl.config import RunConfig, StageConfig
 from interp_icl.errors import CheckpointError, ConfigError, require
 from interp_icl.models import PROB_FLOOR, build_model, is_gih, next_token_log_probs, training_module
-from interp_icl.tasks import Batch, Task, make_task
+from interp_icl.tasks import Batch, Task, is_continuous, make_task
 from interp_icl.theory.estimators import mean_nll
 from interp_icl.training import rundir
 from interp_icl.training.seeding import derive_seed, generator
@@ -185,6 +189,8 @@ class Trainer:
         return self.train_set.tokens[chosen]
 
     def _baseline_losses(self) -> dict[str, float]:
+        if is_continuous(self.task):
+            return self.task.baseline_losses(self.eval_batch)
         out: dict[str, float] = {}
         tokens = self.eval_batch.tokens
         for name, probs in self.task.baselines(self.eval_batch, self.config.train.oracle_beta).items():
@@ -194,6 +200,11 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        if is_continuous(self.task):
+            row = self.task.evaluate(self.model, self.eval_batch.to(self.device))
+            row.update(self.baseline_losses)
+            row["loss_minus_bayes"] = row["eval_loss"] - row["bayes_loss"]
+            return row
         tokens = self.eval_batch.tokens
         log_probs = torch.cat(
             [
@@ -256,7 +267,10 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 tokens = self.batch_for(step).to(self.device)
-                loss = loss_on(self.model, tokens, train.loss_positions)
+                if is_continuous(self.task):
+                    loss = self.task.train_loss(self.model, tokens)
+                else:
+                    loss = loss_on(self.model, tokens, train.loss_positions)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if train.grad_clip is not None:
