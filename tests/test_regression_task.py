@@ -150,3 +150,29 @@ def test_lsa_run_resumes_exactly(tmp_path):
     a, b = load_run(tmp_path / "full").model, load_run(tmp_path / "cut").model
     for (name, v), (_, w) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(v, w), name
+
+
+def test_cli_trains_an_lsa_run_and_token_only_commands_refuse_it(tmp_path):
+    from tests.test_cli import run_cli
+
+    done = run_cli(
+        "train",
+        "--preset",
+        "lsa-gd",
+        "--steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--no-progress",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "one GD step, best lr" in done.stdout
+    for command, message in [
+        (("analyze", "runs/lsa-gd"), "the analysis passes need a token task"),
+        (("report", "runs/lsa-gd"), "the report covers token tasks"),
+        (("patch", "runs/lsa-gd"), "patching sweeps need a token task"),
+    ]:
+        done = run_cli(*command, cwd=tmp_path)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1

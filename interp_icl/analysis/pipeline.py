@@ -125,6 +125,11 @@ def analyze_model(
 ) -> Analysis:
     """Run `settings.passes` on `model` with sequences from `task`."""
     settings = settings or AnalysisSettings()
+    require(
+        not getattr(task, "continuous", False),
+        f"the analysis passes need a token task; {task.config.name!r} runs are compared with "
+        "gradient descent instead (interp_icl.theory.linear_regression_gd)",
+    )
     require(int(model.cfg.d_vocab) == task.vocab_size, f"model vocabulary {model.cfg.d_vocab} != task vocabulary {task.vocab_size}")
     parents = parents_of(task)
     gen = generator(settings.seed, "analysis", settings.n_sequences)

@@ -139,6 +139,10 @@ def run_experiment(
 
     loaded = load_run(run_dir, step)
     model, task = loaded.model, loaded.task
+    require(
+        not getattr(task, "continuous", False),
+        f"patching sweeps need a token task; this run's task is {task.config.name!r}",
+    )
     generator = torch.Generator().manual_seed(derive_seed(settings.seed, "patching"))
     clean = task.sample(settings.n_sequences, generator).tokens
     metric = make_metric(model, settings.metric, clean)

@@ -99,6 +99,11 @@ def build_report(
     say = progress or (lambda _: None)
     start = time.perf_counter()
     config = rundir.read_config(run)
+    require(
+        config.model.family != "lsa",
+        f"the report covers token tasks; {run} is a {config.task.name} run "
+        "(see analyses/linear_attention_gd.py for its study)",
+    )
     page = ReportPage()
 
     say(f"analysing {len(steps)} checkpoints")
