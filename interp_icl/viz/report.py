@@ -69,6 +69,17 @@ class ReportPage:
     def add(self, anchor: str, title: str, body: str) -> None:
         self.sections.append((anchor, title, body))
 
+    def verdict_table(
+        self, name: str, rows: list[tuple[str, str, str, bool | None]], header: list[str]
+    ) -> str:
+        """HTML of rows (quantity, measured, expected, holds?) — the last column drawn as a
+        green yes / red no — and the same rows registered as the CSV `name`."""
+        self.data[name] = pd.DataFrame(
+            [(*row[:3], {True: "yes", False: "no", None: ""}[row[3]]) for row in rows],
+            columns=header,
+        )
+        return _table(header, [(*row[:3], _yes(row[3])) for row in rows], raw_last=True)
+
 
 def build_report(
     run_dir: str | Path,
@@ -135,7 +146,7 @@ def build_report(
         "attention_views": page.n_views,
         "versions": _versions(),
     }
-    _write(page, out_path, f"{run.name}: interp_icl report")
+    write_page(page, out_path, f"{run.name}: interp_icl report")
     return out_path
 
 
@@ -470,7 +481,7 @@ table.roles { font-size: 12px; }
 """
 
 
-def _write(page: ReportPage, out_path: Path, title: str) -> None:
+def write_page(page: ReportPage, out_path: Path, title: str) -> None:
     """Write the page and its data folder; each replaces the old one only once complete."""
     nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in page.sections)
     body = "".join(
@@ -553,4 +564,4 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-__all__ = ("build_report",)
+__all__ = ("ReportPage", "build_report", "write_page")
