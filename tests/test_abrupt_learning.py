@@ -220,13 +220,14 @@ def test_L_equals_N_with_a_perturbation_escapes_a_saddle_slowly(flow_8_32):
     assert escapes[1e-6] - escapes[1e-3] == pytest.approx(predicted, rel=0.02)
 
 
-def test_half_rise_matches_the_dynamics_definition(flow_8_32):
-    from interp_icl.analysis.dynamics import half_rise_step
+def test_growth_order_by_half_rise_step(flow_8_32):
+    """Half-rise steps (the definition shared with the dynamics analysis, interp_icl.curves)."""
+    from interp_icl.curves import half_rise_step
 
     indexed = flow_8_32.set_index("step")
-    for name in al.PARAMETERS:
-        assert al.half_rise_step(indexed[name]) == half_rise_step(indexed[name])
     growth = al.growth_order(flow_8_32, threshold=None)
+    for name in al.PARAMETERS:
+        assert growth["rise_step"][name] == half_rise_step(indexed[name])
     assert growth["criterion"] == "half-rise step"
     assert all(isinstance(s, int) for s in growth["rise_step"].values())
 

@@ -21,7 +21,6 @@ formed between the same two checkpoints: their order is undetermined (``ties``),
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import pandas as pd
 from interp_icl.analysis.pipeline import Analysis, AnalysisSettings, analyze_checkpoint, resolve_steps
 from interp_icl.analysis.result import PassResult, set_label
 from interp_icl.analysis.theory import theory
+from interp_icl.curves import half_rise_step
 from interp_icl.errors import require
 
 PAPER_STAGE_ORDER = ("selector", "copier", "classifier")
@@ -76,19 +76,6 @@ def _curve(table: pd.DataFrame, **match: Any) -> pd.Series:
             return pd.Series(dtype=float)
         mask &= table[column] == value
     return table[mask].groupby("step")["value"].mean().sort_index()
-
-
-def half_rise_step(curve: pd.Series) -> int | None:
-    """First step where the curve has covered half its change from the first to the last value."""
-    curve = curve.dropna()
-    if len(curve) < 2:
-        return None
-    start, end = float(curve.iloc[0]), float(curve.iloc[-1])
-    if math.isclose(start, end, abs_tol=1e-12):
-        return None
-    halfway = start + 0.5 * (end - start)
-    reached = curve[(curve - halfway) * math.copysign(1.0, end - start) >= 0]
-    return int(reached.index[0])
 
 
 def role_curves(table: pd.DataFrame, final: Analysis) -> dict[str, pd.Series]:

@@ -56,6 +56,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from interp_icl.curves import half_rise_step
 from interp_icl.errors import require
 
 if TYPE_CHECKING:  # plotly is imported by the figure builders only
@@ -196,22 +197,6 @@ def gradient_flow(
         if step < steps:
             theta = theta - lr * torch.stack(gradient(beta, alpha, xi, n_items, n_labels))
     return pd.DataFrame(rows, columns=["step", "time", *PARAMETERS, "loss"])
-
-
-def half_rise_step(curve: pd.Series) -> int | None:
-    """First step (index of ``curve``) where the curve has covered half its change from the first
-    to the last value; None if it does not change. The definition of
-    `interp_icl.analysis.dynamics.half_rise_step`, repeated here so theory does not import the
-    analysis package."""
-    curve = curve.dropna()
-    if len(curve) < 2:
-        return None
-    start, end = float(curve.iloc[0]), float(curve.iloc[-1])
-    if math.isclose(start, end, abs_tol=1e-12):
-        return None
-    halfway = start + 0.5 * (end - start)
-    reached = curve[(curve - halfway) * math.copysign(1.0, end - start) >= 0]
-    return int(reached.index[0])
 
 
 def rise_step(curve: pd.Series, threshold: float) -> int | None:
