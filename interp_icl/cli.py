@@ -117,13 +117,13 @@ def _regression_table(final: dict[str, Any], title: str) -> Table:
 @app.command()
 def train(
     config: Optional[Path] = typer.Option(None, "--config", help="JSON run config (see docs)."),
-    preset: Optional[str] = typer.Option(None, help="Start from a named config: quickstart, paper-gih, lsa-gd."),
+    preset: Optional[str] = typer.Option(None, help="Start from a named config: quickstart, paper-gih, lsa-gd, implicit-update."),
     name: Optional[str] = typer.Option(None, help="Run name (directory under --out-dir)."),
     out_dir: Path = typer.Option(Path("runs"), help="Where run directories live."),
     force: bool = typer.Option(False, help="Overwrite an existing run directory."),
     resume: bool = typer.Option(False, help="Continue the run from its newest checkpoint."),
     seed: Optional[int] = typer.Option(None),
-    family: Optional[str] = typer.Option(None, help="Model family: standard, gih or lsa."),
+    family: Optional[str] = typer.Option(None, help="Model family: standard, gih, lsa or block."),
     task: Optional[str] = typer.Option(None, help="Task: markov, repeated or regression."),
     vocab_size: Optional[int] = typer.Option(None),
     parents: Optional[str] = typer.Option(None, help="Parent offsets, e.g. 1,2."),

@@ -16,7 +16,8 @@ from typing import Any
 from interp_icl.errors import ConfigError, require
 
 TASKS = ("markov", "repeated", "regression")
-FAMILIES = ("standard", "gih", "lsa")
+FAMILIES = ("standard", "gih", "lsa", "block")
+REGRESSION_FAMILIES = ("lsa", "block")  # the families that read (x, y) vector tokens
 CONTINUOUS_TASKS = ("regression",)  # tasks whose tokens are vectors, not token ids
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -107,6 +108,10 @@ class ModelConfig:
       window M = `window`, H = `n_heads` layer-1 heads, subsets of heads of size <= D = `max_degree`.
     lsa: `n_layers` layers of linear self-attention on (x, y) tokens (von Oswald et al. 2023), for
       the regression task.
+    block: `n_layers` (default 1) pre-LN softmax attention + MLP blocks on (x, y) tokens with a
+      linear embedding and readout, no positional embedding (Dherin et al. 2025's one-block
+      model), for the regression task; uses d_model, n_heads, d_head, d_mlp, norm, act_fn and
+      n_layers (`positional` is ignored; `interp_icl.models.regression_block`).
     """
 
     family: str = "standard"
@@ -126,7 +131,7 @@ class ModelConfig:
     w_minus: float = 0.1
     c_init: float = 0.01
     a_init: float = 0.01
-    # lsa
+    # lsa, block
     n_layers: int = 1
     init_variance: float = 0.002  # entries ~ N(0, init_variance / (n_layers * (d + 1)))
 
@@ -136,23 +141,31 @@ class ModelConfig:
             f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}",
         )
         require(self.n_heads >= 1, f"model.n_heads must be >= 1, got {self.n_heads}")
-        if self.family == "standard":
+        if self.family in ("standard", "block"):
             for name in ("d_model", "d_head", "d_mlp"):
                 value = getattr(self, name)
                 require(value >= 1, f"model.{name} must be >= 1, got {value}")
             require(self.norm in NORMS, f"model.norm must be one of {NORMS}, got {self.norm!r}")
             require(
-                self.positional in POSITIONALS,
+                self.family == "block" or self.positional in POSITIONALS,
                 f"model.positional must be one of {POSITIONALS}, got {self.positional!r}",
             )
             require(
-                self.positional != "rotary" or self.d_head % 2 == 0,
+                self.family == "block" or self.positional != "rotary" or self.d_head % 2 == 0,
                 f"rotary positions need an even model.d_head, got {self.d_head}",
             )
             require(
                 self.act_fn in ("relu", "gelu", "gelu_new", "silu"),
                 f"model.act_fn must be relu, gelu, gelu_new or silu, got {self.act_fn!r}",
             )
+            if self.family == "block":
+                require(
+                    not self.attn_only, "the block family has an MLP; set model.attn_only false"
+                )
+                require(
+                    isinstance(self.n_layers, int) and self.n_layers >= 1,
+                    f"model.n_layers must be an integer >= 1, got {self.n_layers!r}",
+                )
         elif self.family == "lsa":
             require(
                 isinstance(self.n_layers, int) and self.n_layers >= 1,
@@ -265,9 +278,10 @@ class RunConfig:
         require(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
         continuous_task = self.task.name in CONTINUOUS_TASKS
         require(
-            continuous_task == (self.model.family == "lsa"),
+            continuous_task == (self.model.family in REGRESSION_FAMILIES),
             f"model family {self.model.family!r} cannot learn task {self.task.name!r}: the "
-            "regression task needs model.family 'lsa', and 'lsa' needs the regression task",
+            "regression task needs model.family 'lsa' or 'block', and those families need the "
+            "regression task",
         )
         if self.model.family == "gih":
             require(

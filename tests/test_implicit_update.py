@@ -25,7 +25,7 @@ from interp_icl.analysis.implicit_update import (
     token_by_token_updates,
 )
 from interp_icl.config import ModelConfig
-from interp_icl.errors import InterpICLError
+from interp_icl.errors import InterpICLError, TokenError
 from interp_icl.models import build_model
 
 D_VOCAB, N_CTX = 5, 16
@@ -279,3 +279,191 @@ def test_unsupported_blocks_and_bad_positions():
         implicit_update(model, tokens(), query_pos=0)
     with pytest.raises(InterpICLError, match="outside"):
         implicit_update(model, tokens(), query_pos=N_CTX)
+
+
+# ----- the regression block (family "block"): float vector tokens, no positions ------------------
+# Truths: with context, the block's own ``hook_resid_post`` / `predict` at q; without context with
+# W + ΔW, a deepcopy whose state dict has ΔWᵀ added to ``blocks.0.mlp.W_in`` (TransformerLens
+# orientation) and ΔA to ``blocks.0.mlp.b_out``, run as a whole model on the query token alone (a
+# length-1 sequence: with no positional embedding this is exactly the block without context).
+# Token by token, the query seeing context 0..i-1 is the model run on those i tokens + the query.
+
+REG_D, REG_N = 4, 12
+REG_SIZES = {"n_heads": 2, "d_model": 12, "d_head": 4, "d_mlp": 20}
+
+
+def regression_block(seed=0, norm="LN"):
+    """A random block whose biases and LN parameters are perturbed too (none is left at 0/1)."""
+    config = ModelConfig(family="block", norm=norm, **REG_SIZES)
+    model = build_model(config, REG_D + 1, REG_N + 1, seed).double()
+    generator = torch.Generator().manual_seed(100 + seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.2 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
+    return model
+
+
+def regression_inputs(n=6, seed=0, d=REG_D, n_points=REG_N):
+    """Model inputs ``[n, N + 1, d + 1]`` float64 (query y slot 0) and the targets ``[n]``."""
+    from interp_icl.config import TaskConfig
+    from interp_icl.tasks import make_task
+
+    task = make_task(TaskConfig(name="regression", x_dim=d, n_points=n_points))
+    tokens = task.sample(n, torch.Generator().manual_seed(seed)).tokens.double()
+    return task.model_input(tokens), task.targets(tokens)
+
+
+def block_edited(model, delta_w, bias_shift, into=None, layer=0):
+    """Deepcopy of the regression block with ΔW ``[d_mlp, d_model]`` added (transposed) to
+    ``blocks.{layer}.mlp.W_in`` and ΔA to ``blocks.{layer}.mlp.b_out``, via the state dict."""
+    into = copy.deepcopy(model) if into is None else into
+    state = model.state_dict()
+    state[f"blocks.{layer}.mlp.W_in"] = state[f"blocks.{layer}.mlp.W_in"] + delta_w.T
+    state[f"blocks.{layer}.mlp.b_out"] = state[f"blocks.{layer}.mlp.b_out"] + bias_shift
+    into.load_state_dict(state)
+    return into
+
+
+def query_alone(model, e):
+    """(``blocks.0.hook_resid_post``, prediction) of the model run on each row's last token alone
+    ``e`` ``[B, 1, d + 1]``: ``[B, d_model]``, ``[B]``."""
+    with torch.no_grad():
+        prediction, cache = model.run_with_cache(e, names_filter="blocks.0.hook_resid_post")
+    return cache["blocks.0.hook_resid_post"][:, -1], prediction[:, -1]
+
+
+def check_regression_block(model, e, query_positions=(1, 5, -1)):
+    """The implicit update reproduces the block (and ŷ) at each query position; returns the
+    largest relative difference seen."""
+    with torch.no_grad():
+        readout, cache = model.run_with_cache(e, names_filter="blocks.0.hook_resid_post")
+    worst = 0.0
+    for query_pos in query_positions:
+        update = implicit_weight_update(model, e, 0, query_pos)
+        q = update.query_pos
+        truth, truth_y = cache["blocks.0.hook_resid_post"][:, q], readout[:, q]
+        assert torch.equal(update.resid_post, truth)
+        outs, ys, copy_ = [], [], None
+        for b in range(e.shape[0]):
+            copy_ = block_edited(model, update.delta_w[b], update.bias_shift[b], copy_)
+            out, y = query_alone(copy_, e[b : b + 1, q : q + 1])
+            outs.append(out[0])
+            ys.append(y[0])
+        rel = relative_difference(torch.stack(outs), truth)
+        assert rel.max() < EXACT
+        assert (torch.stack(ys) - truth_y).abs().max() < EXACT * (1 + truth_y.abs().max())
+        assert relative_difference(update.output_updated, truth).max() < EXACT
+        assert relative_difference(query_alone_output(model, e, update), truth).max() < EXACT
+        singular = torch.linalg.svdvals(update.delta_w)
+        assert (singular[:, 0] > 1e-8).all()
+        assert (singular[:, 1] / singular[:, 0]).max() < 1e-10  # rank 1
+        unedited, _ = query_alone(model, e[:, q : q + 1])
+        assert relative_difference(unedited, truth).min() > 1e-3  # the context matters
+        assert relative_difference(update.output_without_context, unedited).max() < EXACT
+        worst = max(worst, float(rel.max()))
+    return worst
+
+
+@pytest.mark.parametrize(("norm", "seed"), [(n, s) for n in ("LN", "none") for s in (0, 1, 2)])
+def test_regression_block_update_reproduces_the_block(norm, seed):
+    model = regression_block(seed, norm)
+    e, _ = regression_inputs(seed=seed)
+    assert check_regression_block(model, e) < EXACT
+
+
+def test_regression_block_token_by_token_is_a_shorter_context():
+    model = regression_block(3)
+    e, _ = regression_inputs(n=4, seed=4)
+    q = REG_N
+    steps = token_by_token_updates(model, e, 0, q)
+    assert steps.step_norms.shape == (4, q)
+    for i in (0, 1, 5, q):
+        shorter = torch.cat([e[:, :i], e[:, q : q + 1]], dim=1)  # context 0..i-1, then the query
+        with torch.no_grad():
+            _, cache = model.run_with_cache(shorter, names_filter="blocks.0.hook_resid_post")
+        truth = cache["blocks.0.hook_resid_post"][:, -1]
+        outs, copy_ = [], None
+        for b in range(4):
+            copy_ = block_edited(model, steps.delta_w(i)[b], steps.bias_shift[b, i], copy_)
+            outs.append(query_alone(copy_, e[b : b + 1, q : q + 1])[0][0])
+        assert relative_difference(torch.stack(outs), truth).max() < EXACT
+        if i > 0:
+            singular = torch.linalg.svdvals(steps.delta_w(i))
+            assert (singular[:, 1] / singular[:, 0]).max() < 1e-10
+
+
+def test_regression_block_pass_and_float32():
+    model = regression_block(0)
+    e, _ = regression_inputs(n=8, seed=6)
+    summary = implicit_update(model, e).summary
+    assert summary["max_relative_difference"] < EXACT and summary["delta_w_rank"] == 1
+    assert summary["mean_relative_difference_no_update"] > 1e-3
+    assert len(summary["step_norms"]) == REG_N
+    single = implicit_update(model.float(), e.float(), token_by_token=False).summary
+    assert single["dtype"] == "float32" and single["max_relative_difference"] < 1e-5
+    with pytest.raises(TokenError, match="float vectors"):
+        implicit_update(model, e.long())
+    lsa = build_model(ModelConfig(family="lsa"), REG_D + 1, REG_N + 1, 0)
+    with pytest.raises(InterpICLError, match="linear self-attention"):
+        implicit_update(lsa, e)
+
+
+@pytest.fixture(scope="module")
+def trained_block(tmp_path_factory):
+    from interp_icl.config import RunConfig
+    from interp_icl.training.loading import load_run
+    from interp_icl.training.trainer import Trainer
+
+    config = RunConfig.from_dict(
+        {
+            "name": "tiny-block",
+            "seed": 0,
+            "task": {"name": "regression", "x_dim": REG_D, "n_points": REG_N},
+            "model": {"family": "block", **REG_SIZES},
+            "train": {
+                "steps": 150,
+                "batch_size": 64,
+                "optimizer": "adam",
+                "lr": 3e-3,
+                "eval_every": 150,
+                "n_eval": 256,
+                "checkpoint_every": 150,
+            },
+        }
+    )
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny-block"
+    Trainer.create(config, run_dir, force=True, progress=False).run()
+    return load_run(run_dir)
+
+
+def test_trained_regression_block(trained_block):
+    metrics = trained_block.metrics()
+    assert metrics["eval_loss"].iloc[-1] < 0.8 * metrics["zero_loss"].iloc[-1]  # it learned
+    model = trained_block.model.double()
+    e, _ = regression_inputs(n=8, seed=7)
+    assert check_regression_block(model, e, (2, 7, -1)) < EXACT
+    summary = implicit_update(model, e).summary
+    assert summary["max_relative_difference"] < EXACT and summary["delta_w_rank"] == 1
+
+
+def test_study_script_on_the_trained_block(trained_block):
+    """analyses/implicit_update.py's `study` on a few tasks: equality, rank 1, and its factored
+    fine-tuning agrees with the real model (the script checks that itself)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "analyses" / "implicit_update.py"
+    spec = importlib.util.spec_from_file_location("implicit_update_study", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    task = trained_block.task
+    tokens = task.sample(32, torch.Generator().manual_seed(8)).tokens.double()
+    result = script.study(trained_block.model.double(), tokens, task)
+    eq = result["equality"]
+    assert eq["max_abs_prediction_difference"] < EXACT
+    assert eq["max_abs_prediction_difference_copies"] < EXACT
+    assert eq["loss_with_context"] == pytest.approx(eq["loss_updated_without_context"], abs=1e-12)
+    assert eq["max_delta_w_rank"] == 1
+    assert len(result["dynamics"]["mean_step_norms"]) == REG_N
+    assert result["fine_tune_check"] < EXACT
+    assert len(result["fine_tuning"]) == len(script.LEARNING_RATES)

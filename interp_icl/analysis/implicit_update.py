@@ -32,7 +32,11 @@ The attention at q for a key set S is recomputed from the block's weights (``W_Q
 ``hook_resid_pre``. Supported blocks: those `interp_icl.models.standard` builds — LayerNorm or no
 norm, standard or rotary positions, a non-gated MLP with relu / gelu / gelu_new / silu, causal
 attention. Anything else (attention-only blocks, the gih model, RMS norms, gated MLPs, GQA, soft
-caps) raises InterpICLError. Use float64 (``model.double()``) for exactness checks: the identity
+caps) raises InterpICLError. The regression family `block`
+(`interp_icl.models.regression_block.RegressionBlock`: TransformerLens parameter and hook names, no
+positional embedding) is supported too; its inputs are float vectors ``[B, T, d + 1]``
+(`RegressionTask.model_input`), those of TransformerLens models integer tokens ``[B, T]``.
+Use float64 (``model.double()``) for exactness checks: the identity
 is exact in exact arithmetic, so the measured difference is rounding (float64 ~1e-16, float32
 ~1e-7).
 """
@@ -50,7 +54,8 @@ from torch import Tensor, nn
 from interp_icl.analysis.common import check_tokens_for
 from interp_icl.analysis.result import PassResult, make_table, row
 from interp_icl.errors import InterpICLError, require
-from interp_icl.models import is_gih
+from interp_icl.models import is_gih, is_regression_block
+from interp_icl.models.linear_attention import LinearSelfAttention
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,
@@ -125,6 +130,8 @@ def block_weights(model: nn.Module, layer: int) -> BlockWeights:
     """The weights of block `layer`; InterpICLError for a block type the pass does not support."""
     if is_gih(model):
         raise _unsupported(model, "is the gih model, whose blocks are not attention + MLP blocks")
+    if isinstance(model, LinearSelfAttention):
+        raise _unsupported(model, "is linear self-attention: its blocks have no MLP")
     cfg = getattr(model, "cfg", None)
     blocks = getattr(model, "blocks", None)
     if cfg is None or blocks is None:
@@ -146,8 +153,8 @@ def block_weights(model: nn.Module, layer: int) -> BlockWeights:
         (getattr(cfg, "attn_scores_soft_cap", -1.0) <= 0, "soft-caps attention scores"),
         (getattr(cfg, "attention_dir", "causal") == "causal", "has non-causal attention"),
         (
-            getattr(cfg, "positional_embedding_type", "standard") in ("standard", "rotary"),
-            "uses positions other than standard/rotary",
+            getattr(cfg, "positional_embedding_type", "standard") in ("standard", "rotary", "none"),
+            "uses positions other than standard/rotary/none",
         ),
         ((cfg.act_fn or "gelu").lower() in ACTIVATIONS, f"has activation {cfg.act_fn!r}"),
     ]
@@ -208,6 +215,17 @@ def attention_at_query(
     pattern = torch.softmax(scores, dim=-1)
     z = torch.einsum("bmhk,bhke->bmhe", pattern, values)
     return torch.einsum("bmhe,hed->bmd", z, weights.W_O) + weights.b_O
+
+
+def check_inputs(model: nn.Module, tokens: Tensor) -> Tensor:
+    """The pass's inputs after the model's own checks: integer token ids ``[B, T]`` (int64) for
+    TransformerLens-style models, float vectors ``[B, T, d + 1]`` (in the model's dtype) for the
+    regression `block` family."""
+    if is_regression_block(model):
+        return model.check_input(tokens)
+    if isinstance(model, LinearSelfAttention):
+        raise _unsupported(model, "is linear self-attention: its blocks have no MLP")
+    return check_tokens_for(model, tokens)
 
 
 def block_input(model: nn.Module, tokens: Tensor, layer: int) -> tuple[Tensor, Tensor]:
@@ -277,8 +295,9 @@ def rank_one_update(weights: BlockWeights, z_0: Tensor, z_context: Tensor) -> Te
 def implicit_weight_update(
     model: nn.Module, tokens: Tensor, layer: int = 0, query_pos: int = -1
 ) -> ImplicitUpdate:
-    """ΔW and ΔA of block `layer` at `query_pos` for each sequence of `tokens` ``[B, T]``."""
-    tokens = check_tokens_for(model, tokens)
+    """ΔW and ΔA of block `layer` at `query_pos` for each sequence of `tokens` (``[B, T]`` token
+    ids, or ``[B, T, d + 1]`` vectors for the regression block; see `check_inputs`)."""
+    tokens = check_inputs(model, tokens)
     weights = block_weights(model, layer)
     q = _query_index(tokens, query_pos)
     resid_pre, resid_post = block_input(model, tokens, layer)
@@ -333,8 +352,9 @@ class ContextSteps:
 def token_by_token_updates(
     model: nn.Module, tokens: Tensor, layer: int = 0, query_pos: int = -1
 ) -> ContextSteps:
-    """ΔW(i) and ΔA_i for i = 0..q context tokens at `query_pos` of each sequence ``[B, T]``."""
-    tokens = check_tokens_for(model, tokens)
+    """ΔW(i) and ΔA_i for i = 0..q context tokens at `query_pos` of each sequence of `tokens`
+    (``[B, T]`` ids or ``[B, T, d + 1]`` regression vectors)."""
+    tokens = check_inputs(model, tokens)
     weights = block_weights(model, layer)
     q = _query_index(tokens, query_pos)
     resid_pre, _ = block_input(model, tokens, layer)
@@ -367,13 +387,13 @@ def query_alone_output(model: nn.Module, tokens: Tensor, update: ImplicitUpdate)
     ``blocks.{l}.hook_resid_post`` at q ``[B, d_model]``. Layer and position come from `update`;
     `no_update_output` is the same run without ΔW and ΔA.
     """
-    tokens = check_tokens_for(model, tokens)
+    tokens = check_inputs(model, tokens)
     return _hooked_output(model, tokens, update.layer, update.query_pos, update)
 
 
 def no_update_output(model: nn.Module, tokens: Tensor, layer: int, query_pos: int) -> Tensor:
     """Like `query_alone_output` with ΔW = 0 and ΔA = 0 (the block simply loses its context)."""
-    tokens = check_tokens_for(model, tokens)
+    tokens = check_inputs(model, tokens)
     return _hooked_output(model, tokens, layer, _query_index(tokens, query_pos), None)
 
 
@@ -432,7 +452,10 @@ def implicit_update(
     query_pos: int = -1,
     token_by_token: bool = True,
 ) -> PassResult:
-    """The implicit-weight-update pass on `tokens` ``[B, T]`` at block `layer`, query `query_pos`.
+    """The implicit-weight-update pass on `tokens` at block `layer`, query `query_pos`.
+
+    `tokens`: integer ids ``[B, T]`` for TransformerLens models; for the regression block, float
+    vectors ``[B, T, d + 1]`` (`RegressionTask.model_input`: the query's y slot 0).
 
     Table metrics (per sequence; mean ± stderr over sequences), unit ``"L{layer} q={q}"``:
       * relative_difference: ‖T_{W+ΔW}(x) − T_W(C, x)‖ / ‖T_W(C, x)‖, both block outputs from
@@ -452,7 +475,7 @@ def implicit_update(
     whose ΔW is numerically zero), mean norms, dtype and, with `token_by_token`, step_norms (mean
     over sequences, i = 1..q) and step_norms_non_increasing.
     """
-    tokens = check_tokens_for(model, tokens)
+    tokens = check_inputs(model, tokens)
     update = implicit_weight_update(model, tokens, layer, query_pos)
     q = update.query_pos
     rel = relative_difference(query_alone_output(model, tokens, update), update.resid_post)

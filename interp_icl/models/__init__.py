@@ -18,14 +18,15 @@ from interp_icl.config import ModelConfig
 from interp_icl.models.common import check_tokens
 from interp_icl.models.gih import GIHConfig, GIHModel, head_subsets
 from interp_icl.models.linear_attention import LinearAttentionConfig, LinearSelfAttention
+from interp_icl.models.regression_block import RegressionBlock, RegressionBlockConfig
 from interp_icl.models.standard import build_standard
 
 PROB_FLOOR = 1e-12  # probabilities are floored here before the log (caps a token's loss at 27.6)
 
 
 def build_model(model: ModelConfig, d_vocab: int, n_ctx: int, seed: int) -> nn.Module:
-    """The hooked model a config describes, initialised from `seed`. For the lsa family
-    `d_vocab` is the token width d + 1 of the regression task."""
+    """The hooked model a config describes, initialised from `seed`. For the lsa and block
+    families `d_vocab` is the token width d + 1 of the regression task."""
     if model.family == "standard":
         return build_standard(model, d_vocab, n_ctx, seed)
     if model.family == "lsa":
@@ -33,6 +34,19 @@ def build_model(model: ModelConfig, d_vocab: int, n_ctx: int, seed: int) -> nn.M
             d_x=d_vocab - 1, n_layers=model.n_layers, init_variance=model.init_variance, n_ctx=n_ctx
         )
         return LinearSelfAttention(cfg, torch.Generator().manual_seed(seed))
+    if model.family == "block":
+        cfg = RegressionBlockConfig(
+            d_x=d_vocab - 1,
+            d_model=model.d_model,
+            n_heads=model.n_heads,
+            d_head=model.d_head,
+            d_mlp=model.d_mlp,
+            n_layers=model.n_layers,
+            normalization_type=None if model.norm == "none" else "LN",
+            act_fn=model.act_fn,
+            n_ctx=n_ctx,
+        )
+        return RegressionBlock(cfg, torch.Generator().manual_seed(seed))
     cfg = GIHConfig(
         d_vocab=d_vocab,
         n_ctx=n_ctx,
@@ -51,6 +65,10 @@ def is_gih(model: nn.Module) -> bool:
     return isinstance(model, GIHModel)
 
 
+def is_regression_block(model: nn.Module) -> bool:
+    return isinstance(model, RegressionBlock)
+
+
 def target_offset(model: nn.Module) -> int:
     """Row t of the model's output predicts token t + target_offset(model)."""
     return 0 if is_gih(model) else 1
@@ -58,7 +76,7 @@ def target_offset(model: nn.Module) -> int:
 
 def training_module(model: nn.Module) -> nn.Module:
     """The module the trainer calls: `bridge.original_model` for the standard family."""
-    if is_gih(model) or isinstance(model, LinearSelfAttention):
+    if is_gih(model) or isinstance(model, (LinearSelfAttention, RegressionBlock)):
         return model
     return model.original_model
 
@@ -97,6 +115,7 @@ __all__ = [
     "build_model",
     "head_subsets",
     "is_gih",
+    "is_regression_block",
     "next_token_log_probs",
     "target_offset",
     "training_module",

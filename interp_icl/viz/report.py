@@ -38,6 +38,7 @@ import plotly.io as pio
 import plotly.offline
 import torch
 
+from interp_icl.config import CONTINUOUS_TASKS
 from interp_icl.errors import require
 from interp_icl.viz import figures
 from interp_icl.viz.attention import attention_view, bundle_script
@@ -111,9 +112,9 @@ def build_report(
     start = time.perf_counter()
     config = rundir.read_config(run)
     require(
-        config.model.family != "lsa",
+        config.task.name not in CONTINUOUS_TASKS,
         f"the report covers token tasks; {run} is a {config.task.name} run "
-        "(see analyses/linear_attention_gd.py for its study)",
+        "(see analyses/linear_attention_gd.py and analyses/implicit_update.py for its studies)",
     )
     page = ReportPage()
 
