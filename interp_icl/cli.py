@@ -75,6 +75,8 @@ def _train(config: RunConfig, run_dir: Path, force: bool, resume: bool, progress
 
 
 def _loss_table(final: dict[str, Any], title: str) -> Table:
+    if "icl_accuracy" in final:  # in-context classification
+        return _classification_table(final, title)
     if "eval_loss_last" not in final:  # a continuous task: one prediction per sequence
         return _regression_table(final, title)
     table = Table(title=title)
@@ -101,6 +103,20 @@ def _loss_table(final: dict[str, Any], title: str) -> Table:
     return table
 
 
+def _classification_table(final: dict[str, Any], title: str) -> Table:
+    table = Table(title=title + " (cross-entropy in nats, accuracy)")
+    for column in ("set", "loss", "accuracy"):
+        table.add_column(column, justify="left" if column == "set" else "right")
+    fmt = lambda key: f"{final[key]:.4f}" if key in final else "-"  # noqa: E731
+    table.add_row("training distribution", fmt("eval_loss"), fmt("accuracy"))
+    table.add_row("in-context (novel classes)", fmt("icl_loss"), fmt("icl_accuracy"))
+    table.add_row("in-weights (class absent from context)", fmt("iwl_loss"), fmt("iwl_accuracy"))
+    table.add_row("context-only oracle", fmt("bayes_loss"), fmt("bayes_accuracy"))
+    table.add_row("uniform over labels", fmt("uniform_loss"), "-")
+    table.caption = f"context-label accuracy (in-context set): {fmt('context_label_accuracy')}"
+    return table
+
+
 def _regression_table(final: dict[str, Any], title: str) -> Table:
     table = Table(title=title + " (half squared error of y_q)")
     for column in ("predictor", "loss", "model - predictor"):
@@ -117,14 +133,14 @@ def _regression_table(final: dict[str, Any], title: str) -> Table:
 @app.command()
 def train(
     config: Optional[Path] = typer.Option(None, "--config", help="JSON run config (see docs)."),
-    preset: Optional[str] = typer.Option(None, help="Start from a named config: quickstart, paper-gih, lsa-gd, implicit-update."),
+    preset: Optional[str] = typer.Option(None, help="Start from a named config: quickstart, paper-gih, lsa-gd, implicit-update, icl-classification."),
     name: Optional[str] = typer.Option(None, help="Run name (directory under --out-dir)."),
     out_dir: Path = typer.Option(Path("runs"), help="Where run directories live."),
     force: bool = typer.Option(False, help="Overwrite an existing run directory."),
     resume: bool = typer.Option(False, help="Continue the run from its newest checkpoint."),
     seed: Optional[int] = typer.Option(None),
-    family: Optional[str] = typer.Option(None, help="Model family: standard, gih, lsa or block."),
-    task: Optional[str] = typer.Option(None, help="Task: markov, repeated or regression."),
+    family: Optional[str] = typer.Option(None, help="Model family: standard, gih, lsa, block or classifier."),
+    task: Optional[str] = typer.Option(None, help="Task: markov, repeated, regression or classification."),
     vocab_size: Optional[int] = typer.Option(None),
     parents: Optional[str] = typer.Option(None, help="Parent offsets, e.g. 1,2."),
     alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration of kernel rows."),

@@ -15,10 +15,11 @@ from typing import Any
 
 from interp_icl.errors import ConfigError, require
 
-TASKS = ("markov", "repeated", "regression")
-FAMILIES = ("standard", "gih", "lsa", "block")
+TASKS = ("markov", "repeated", "regression", "classification")
+FAMILIES = ("standard", "gih", "lsa", "block", "classifier")
 REGRESSION_FAMILIES = ("lsa", "block")  # the families that read (x, y) vector tokens
-CONTINUOUS_TASKS = ("regression",)  # tasks whose tokens are vectors, not token ids
+CLASSIFICATION_FAMILIES = ("classifier",)  # the families that read item/label vector tokens
+CONTINUOUS_TASKS = ("regression", "classification")  # tokens are vectors, not token ids
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 LOSS_POSITIONS = ("all", "last")
@@ -39,6 +40,12 @@ class TaskConfig:
     regression: in-context linear regression (von Oswald et al. 2023): `n_points` pairs
       (x_i, <w, x_i> + noise) then a query x_q, x ~ U(-x_scale, x_scale)^x_dim, w ~ N(0, I);
       tokens are the vectors (x, y) (`seq_len` = n_points + 1); the model predicts y_q.
+    classification: in-context classification (Reddy 2024): `n_pairs` item-label pairs then a
+      target item; `n_classes` Gaussian classes in `item_dim` dimensions with within-class noise
+      `epsilon`, `n_labels` labels (class k -> label k mod n_labels), Zipf(`zipf_alpha`) class
+      frequencies, a fraction `p_bursty` of bursty sequences (n_pairs / `burstiness` classes,
+      each `burstiness` times); class means and label vectors come from `class_seed`
+      (`seq_len` = 2 n_pairs + 1; `interp_icl.tasks.classification`).
 
     `seq_len` is the total number of tokens of a sequence; the last token is the target of
     last-position training (the paper setting with 100 context tokens is seq_len = 101).
@@ -55,6 +62,16 @@ class TaskConfig:
     n_points: int = 10
     x_scale: float = 1.0
     noise: float = 0.0
+    # classification (Reddy 2024 defaults)
+    n_classes: int = 512
+    n_labels: int = 32
+    n_pairs: int = 8
+    item_dim: int = 63
+    epsilon: float = 0.1
+    zipf_alpha: float = 0.0
+    burstiness: int = 2
+    p_bursty: float = 1.0
+    class_seed: int = 0
 
     def __post_init__(self) -> None:
         require(self.name in TASKS, f"unknown task {self.name!r}; choose one of {', '.join(TASKS)}")
@@ -85,6 +102,9 @@ class TaskConfig:
                 "task.block_len and task.n_repeats must be >= 1",
             )
             object.__setattr__(self, "seq_len", self.block_len * self.n_repeats)
+        elif self.name == "classification":
+            self._check_classification()
+            object.__setattr__(self, "seq_len", 2 * self.n_pairs + 1)
         else:
             require(
                 isinstance(self.x_dim, int) and self.x_dim >= 1,
@@ -97,6 +117,43 @@ class TaskConfig:
             require(self.x_scale > 0, f"task.x_scale must be > 0, got {self.x_scale}")
             require(self.noise >= 0, f"task.noise must be >= 0, got {self.noise}")
             object.__setattr__(self, "seq_len", self.n_points + 1)
+
+    def _check_classification(self) -> None:
+        for name, low in (
+            ("n_classes", 1),
+            ("n_labels", 2),
+            ("n_pairs", 1),
+            ("item_dim", 1),
+            ("burstiness", 1),
+        ):
+            value = getattr(self, name)
+            require(
+                isinstance(value, int) and value >= low,
+                f"task.{name} must be an integer >= {low}, got {value!r}",
+            )
+        require(
+            isinstance(self.class_seed, int) and self.class_seed >= 0,
+            f"task.class_seed must be an integer >= 0, got {self.class_seed!r}",
+        )
+        require(self.epsilon >= 0, f"task.epsilon must be >= 0, got {self.epsilon}")
+        require(self.zipf_alpha >= 0, f"task.zipf_alpha must be >= 0, got {self.zipf_alpha}")
+        require(0 <= self.p_bursty <= 1, f"task.p_bursty must be in [0, 1], got {self.p_bursty}")
+        require(
+            self.n_pairs % self.burstiness == 0,
+            f"task.n_pairs ({self.n_pairs}) must be a multiple of task.burstiness "
+            f"({self.burstiness})",
+        )
+        groups = self.n_pairs // self.burstiness
+        require(
+            groups <= min(self.n_classes, self.n_labels),
+            f"a bursty sequence needs n_pairs / burstiness = {groups} distinct classes and labels; "
+            f"raise task.burstiness or task.n_classes / task.n_labels",
+        )
+        require(
+            self.n_classes >= 2 or self.p_bursty == 1,
+            "non-bursty sequences need task.n_classes >= 2 (the target's class is kept out of "
+            "the in-weights evaluation context)",
+        )
 
 
 @dataclass(frozen=True)
@@ -112,6 +169,11 @@ class ModelConfig:
       linear embedding and readout, no positional embedding (Dherin et al. 2025's one-block
       model), for the regression task; uses d_model, n_heads, d_head, d_mlp, norm, act_fn and
       n_layers (`positional` is ignored; `interp_icl.models.regression_block`).
+    classifier: Reddy 2024's in-context classifier for the classification task: a linear
+      embedding to d_model, two single-head causal softmax attention layers (head size d_head)
+      with residuals and no LayerNorm, three ReLU layers of width d_mlp and a linear readout over
+      n_labels labels at the target (`interp_icl.models.icl_classifier`); needs n_heads = 1;
+      n_labels is taken from task.n_labels when left null.
     """
 
     family: str = "standard"
@@ -134,6 +196,8 @@ class ModelConfig:
     # lsa, block
     n_layers: int = 1
     init_variance: float = 0.002  # entries ~ N(0, init_variance / (n_layers * (d + 1)))
+    # classifier
+    n_labels: int | None = None  # filled from task.n_labels by RunConfig
 
     def __post_init__(self) -> None:
         require(
@@ -166,6 +230,19 @@ class ModelConfig:
                     isinstance(self.n_layers, int) and self.n_layers >= 1,
                     f"model.n_layers must be an integer >= 1, got {self.n_layers!r}",
                 )
+        elif self.family == "classifier":
+            require(
+                self.n_heads == 1,
+                f"the classifier family has single-head attention; set model.n_heads 1, "
+                f"got {self.n_heads}",
+            )
+            for name in ("d_model", "d_head", "d_mlp"):
+                value = getattr(self, name)
+                require(value >= 1, f"model.{name} must be >= 1, got {value}")
+            require(
+                self.n_labels is None or (isinstance(self.n_labels, int) and self.n_labels >= 2),
+                f"model.n_labels must be an integer >= 2 or null, got {self.n_labels!r}",
+            )
         elif self.family == "lsa":
             require(
                 isinstance(self.n_layers, int) and self.n_layers >= 1,
@@ -276,13 +353,23 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         require(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
-        continuous_task = self.task.name in CONTINUOUS_TASKS
         require(
-            continuous_task == (self.model.family in REGRESSION_FAMILIES),
+            (self.task.name == "regression") == (self.model.family in REGRESSION_FAMILIES)
+            and (self.task.name == "classification")
+            == (self.model.family in CLASSIFICATION_FAMILIES),
             f"model family {self.model.family!r} cannot learn task {self.task.name!r}: the "
-            "regression task needs model.family 'lsa' or 'block', and those families need the "
-            "regression task",
+            "regression task needs model.family 'lsa' or 'block', the classification task needs "
+            "'classifier', and those families need those tasks",
         )
+        if self.model.family == "classifier":
+            require(
+                self.model.n_labels in (None, self.task.n_labels),
+                f"model.n_labels ({self.model.n_labels}) differs from task.n_labels "
+                f"({self.task.n_labels}); set it null or equal",
+            )
+            object.__setattr__(
+                self, "model", dataclasses.replace(self.model, n_labels=self.task.n_labels)
+            )
         if self.model.family == "gih":
             require(
                 self.model.window < self.task.seq_len,

@@ -1,5 +1,5 @@
 """Named configurations: the quickstart run, the paper's gih setting, the lsa-gd and implicit-update
-regression settings."""
+regression settings, and Reddy 2024's in-context classification."""
 
 from __future__ import annotations
 
@@ -105,9 +105,35 @@ def implicit_update() -> RunConfig:
     )
 
 
+def icl_classification() -> RunConfig:
+    """Reddy 2024's in-context classification, with the paper's task (K = 512 classes, L = 32
+    labels, N = 8 pairs, D = 63, epsilon = 0.1, alpha = 0, B = 2, all sequences bursty) and
+    optimiser (plain SGD, lr 0.01, batch 128, weight decay 1e-6, no clipping). Reduced for CPU:
+    d_model = d_head = d_mlp = 128 and 20,000 steps instead of ~150k (the abrupt ICL transition
+    may not be reached in that budget; raise train.steps on a GPU)."""
+    return RunConfig(
+        name="icl-classification",
+        seed=0,
+        task=TaskConfig(name="classification"),
+        model=ModelConfig(family="classifier", n_heads=1, d_model=128, d_head=128, d_mlp=128),
+        train=TrainConfig(
+            steps=20_000,
+            batch_size=128,
+            optimizer="sgd",
+            lr=0.01,
+            weight_decay=1e-6,
+            grad_clip=None,
+            eval_every=500,
+            n_eval=1024,
+            checkpoint_every=2000,
+        ),
+    )
+
+
 PRESETS = {
     "quickstart": quickstart,
     "paper-gih": paper_gih,
     "lsa-gd": lsa_gd,
     "implicit-update": implicit_update,
+    "icl-classification": icl_classification,
 }

@@ -127,8 +127,8 @@ def analyze_model(
     settings = settings or AnalysisSettings()
     require(
         not getattr(task, "continuous", False),
-        f"the analysis passes need a token task; this is a {task.config.name!r} run (see "
-        "analyses/linear_attention_gd.py and analyses/implicit_update.py for its studies)",
+        f"the analysis passes need a token task; this is a {task.config.name!r} run (its "
+        "studies are in analyses/)",
     )
     require(int(model.cfg.d_vocab) == task.vocab_size, f"model vocabulary {model.cfg.d_vocab} != task vocabulary {task.vocab_size}")
     parents = parents_of(task)

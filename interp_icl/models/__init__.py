@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from interp_icl.config import ModelConfig
+from interp_icl.errors import ConfigError, require
 from interp_icl.models.common import check_tokens
 from interp_icl.models.gih import GIHConfig, GIHModel, head_subsets
+from interp_icl.models.icl_classifier import ICLClassifier, ICLClassifierConfig
 from interp_icl.models.linear_attention import LinearAttentionConfig, LinearSelfAttention
 from interp_icl.models.regression_block import RegressionBlock, RegressionBlockConfig
 from interp_icl.models.standard import build_standard
@@ -26,7 +28,9 @@ PROB_FLOOR = 1e-12  # probabilities are floored here before the log (caps a toke
 
 def build_model(model: ModelConfig, d_vocab: int, n_ctx: int, seed: int) -> nn.Module:
     """The hooked model a config describes, initialised from `seed`. For the lsa and block
-    families `d_vocab` is the token width d + 1 of the regression task."""
+    families `d_vocab` is the token width d + 1 of the regression task; for the classifier family
+    it is the classification task's token width D + T + 1 (the label-id channel included, so the
+    model reads D + T) and the label count comes from ``model.n_labels``."""
     if model.family == "standard":
         return build_standard(model, d_vocab, n_ctx, seed)
     if model.family == "lsa":
@@ -34,6 +38,21 @@ def build_model(model: ModelConfig, d_vocab: int, n_ctx: int, seed: int) -> nn.M
             d_x=d_vocab - 1, n_layers=model.n_layers, init_variance=model.init_variance, n_ctx=n_ctx
         )
         return LinearSelfAttention(cfg, torch.Generator().manual_seed(seed))
+    if model.family == "classifier":
+        require(
+            model.n_labels is not None,
+            "model.n_labels is unset; build the classifier from a RunConfig or set it",
+            ConfigError,
+        )
+        cfg = ICLClassifierConfig(
+            d_input=d_vocab - 1,
+            n_labels=model.n_labels,
+            n_ctx=n_ctx,
+            d_model=model.d_model,
+            d_head=model.d_head,
+            d_mlp=model.d_mlp,
+        )
+        return ICLClassifier(cfg, torch.Generator().manual_seed(seed))
     if model.family == "block":
         cfg = RegressionBlockConfig(
             d_x=d_vocab - 1,
@@ -76,7 +95,7 @@ def target_offset(model: nn.Module) -> int:
 
 def training_module(model: nn.Module) -> nn.Module:
     """The module the trainer calls: `bridge.original_model` for the standard family."""
-    if is_gih(model) or isinstance(model, (LinearSelfAttention, RegressionBlock)):
+    if is_gih(model) or isinstance(model, (LinearSelfAttention, RegressionBlock, ICLClassifier)):
         return model
     return model.original_model
 
@@ -110,12 +129,13 @@ def log_probs_from_logits(logits: Tensor) -> Tensor:
 
 __all__ = [
     "GIHConfig",
-    "log_probs_from_logits",
     "GIHModel",
+    "ICLClassifier",
     "build_model",
     "head_subsets",
     "is_gih",
     "is_regression_block",
+    "log_probs_from_logits",
     "next_token_log_probs",
     "target_offset",
     "training_module",

@@ -2,6 +2,7 @@
 
 from interp_icl.config import TaskConfig
 from interp_icl.tasks.base import Batch, Task
+from interp_icl.tasks.classification import ClassificationTask
 from interp_icl.tasks.markov import MarkovTask
 from interp_icl.tasks.regression import RegressionTask
 from interp_icl.tasks.repeated import RepeatedTokensTask
@@ -13,16 +14,19 @@ def make_task(config: TaskConfig) -> Task:
         return MarkovTask(config)
     if config.name == "regression":
         return RegressionTask(config)
+    if config.name == "classification":
+        return ClassificationTask(config)
     return RepeatedTokensTask(config)
 
 
 def is_continuous(task: Task) -> bool:
-    """Whether the task's tokens are vectors (regression) rather than token ids."""
+    """Whether the task's tokens are vectors (regression, classification) rather than token ids."""
     return getattr(task, "continuous", False)
 
 
 __all__ = [
     "Batch",
+    "ClassificationTask",
     "MarkovTask",
     "RegressionTask",
     "RepeatedTokensTask",

@@ -113,8 +113,8 @@ def build_report(
     config = rundir.read_config(run)
     require(
         config.task.name not in CONTINUOUS_TASKS,
-        f"the report covers token tasks; {run} is a {config.task.name} run "
-        "(see analyses/linear_attention_gd.py and analyses/implicit_update.py for its studies)",
+        f"the report covers token tasks; {run} is a {config.task.name} run (its studies are "
+        "in analyses/)",
     )
     page = ReportPage()
 
