@@ -36,3 +36,31 @@ def check_tokens(tokens: Tensor, d_vocab: int, n_ctx: int) -> Tensor:
             TokenError,
         )
     return tokens.long()
+
+
+def check_vectors(tokens: Tensor, width: int, n_ctx: int | None, min_len: int = 1) -> Tensor:
+    """Vector tokens ``[batch, seq, width]`` (continuous tasks); TokenError unless they are a float
+    tensor of that width with at least one sequence of ``min_len``..``n_ctx`` tokens
+    (``n_ctx`` None: any length)."""
+    require(isinstance(tokens, Tensor), "tokens must be a torch.Tensor", TokenError)
+    require(
+        tokens.is_floating_point(),
+        f"tokens must be float vectors [batch, seq, {width}], got dtype {tokens.dtype}",
+        TokenError,
+    )
+    require(
+        tokens.ndim == 3 and tokens.shape[-1] == width,
+        f"tokens must have shape [batch, seq, {width}], got {tuple(tokens.shape)}",
+        TokenError,
+    )
+    require(
+        tokens.shape[0] >= 1 and tokens.shape[1] >= min_len,
+        f"tokens need at least one sequence of at least {min_len} token(s), got {tuple(tokens.shape)}",
+        TokenError,
+    )
+    require(
+        n_ctx is None or tokens.shape[1] <= n_ctx,
+        f"sequence length {tokens.shape[1]} exceeds the model's n_ctx={n_ctx}",
+        TokenError,
+    )
+    return tokens

@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from interp_icl.errors import TokenError, require
+from interp_icl.errors import require
+from interp_icl.models.common import check_vectors
 from interp_icl.models.regression_block import _Attention
 
 
@@ -130,18 +131,7 @@ class ICLClassifier(HookedRootModule):
 
     def check_input(self, x: Tensor) -> Tensor:
         """``x`` ``[B, T, D + T]`` float -> the same in the model's dtype; TokenError otherwise."""
-        cfg = self.cfg
-        require(
-            isinstance(x, Tensor) and x.is_floating_point(),
-            "tokens must be float vectors",
-            TokenError,
-        )
-        require(
-            x.ndim == 3 and x.shape[-1] == cfg.d_input and 1 <= x.shape[1] <= cfg.n_ctx,
-            f"tokens must have shape [batch, <= {cfg.n_ctx}, {cfg.d_input}], got {tuple(x.shape)}",
-            TokenError,
-        )
-        return x.to(self.W_E.dtype)
+        return check_vectors(x, self.cfg.d_input, self.cfg.n_ctx).to(self.W_E.dtype)
 
     def residual(self, x: Tensor) -> Tensor:
         """The residual stream after both attention layers ``[B, T, d_model]``."""

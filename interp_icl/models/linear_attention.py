@@ -54,7 +54,8 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from interp_icl.errors import ConfigError, TokenError, require
+from interp_icl.errors import ConfigError, require
+from interp_icl.models.common import check_vectors
 
 WEIGHT_NAMES = ("W_Q", "W_K", "W_V", "P")
 
@@ -215,28 +216,9 @@ class LinearSelfAttention(HookedRootModule):
 
     # ----- forward ----------------------------------------------------------------------------
     def _check_input(self, e: Tensor) -> Tensor:
-        cfg = self.cfg
-        require(isinstance(e, Tensor), "tokens must be a torch.Tensor", TokenError)
-        require(
-            e.is_floating_point(),
-            f"tokens must be float vectors (x, y) [batch, N+1, d+1], got dtype {e.dtype}",
-            TokenError,
-        )
-        require(
-            e.ndim == 3 and e.shape[-1] == cfg.d_model,
-            f"tokens must have shape [batch, N+1, {cfg.d_model}], got {tuple(e.shape)}",
-            TokenError,
-        )
-        require(
-            e.shape[0] >= 1 and e.shape[1] >= 2,
-            f"tokens need a task of at least one context token and the query, got {tuple(e.shape)}",
-            TokenError,
-        )
-        require(
-            cfg.n_ctx is None or e.shape[1] <= cfg.n_ctx,
-            f"sequence length {e.shape[1]} exceeds the model's n_ctx={cfg.n_ctx}",
-            TokenError,
-        )
+        """``e`` ``[B, N+1, d+1]`` float (one context token and the query at least) in the
+        weights' dtype; TokenError otherwise."""
+        e = check_vectors(e, self.cfg.d_model, self.cfg.n_ctx, min_len=2)
         return e.to(self.W_Q.dtype)
 
     def _layer(self, layer: int, resid: Tensor) -> Tensor:

@@ -62,7 +62,8 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from interp_icl.errors import TokenError, require
+from interp_icl.errors import require
+from interp_icl.models.common import check_vectors
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -266,28 +267,7 @@ class RegressionBlock(HookedRootModule):
 
     def check_input(self, e: Tensor) -> Tensor:
         """``e`` ``[B, T, d + 1]`` float -> the same in the model's dtype; TokenError otherwise."""
-        cfg = self.cfg
-        require(isinstance(e, Tensor), "tokens must be a torch.Tensor", TokenError)
-        require(
-            e.is_floating_point(),
-            f"tokens must be float vectors (x, y) [batch, N+1, d+1], got dtype {e.dtype}",
-            TokenError,
-        )
-        require(
-            e.ndim == 3 and e.shape[-1] == cfg.d_input,
-            f"tokens must have shape [batch, N+1, {cfg.d_input}], got {tuple(e.shape)}",
-            TokenError,
-        )
-        require(
-            e.shape[0] >= 1 and e.shape[1] >= 1,
-            f"tokens need at least one sequence of at least one token, got {tuple(e.shape)}",
-            TokenError,
-        )
-        require(
-            cfg.n_ctx is None or e.shape[1] <= cfg.n_ctx,
-            f"sequence length {e.shape[1]} exceeds the model's n_ctx={cfg.n_ctx}",
-            TokenError,
-        )
+        e = check_vectors(e, self.cfg.d_input, self.cfg.n_ctx)
         return e.to(self.embed.W_E.dtype)
 
     def residual(self, e: Tensor) -> Tensor:
