@@ -60,7 +60,7 @@ from interp_icl.presets import implicit_update as implicit_update_preset
 from interp_icl.training import rundir
 from interp_icl.training.loading import load_run
 from interp_icl.training.seeding import generator
-from interp_icl.training.trainer import Trainer
+from interp_icl.training.trainer import open_run
 from interp_icl.viz.report import ReportPage, write_page
 
 LEARNING_RATES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -74,14 +74,7 @@ def train_or_reuse(steps: int, out_dir: Path) -> Path:
     base["train"]["steps"] = steps
     config = RunConfig.from_dict(base)
     run = out_dir / config.name
-    if run.exists() and rundir.list_checkpoints(run):
-        stored = rundir.read_config(run)
-        if stored.to_dict() | {"versions": {}} != config.to_dict() | {"versions": {}}:
-            sys.exit(f"error: {run} exists with another config; move it away or pick --out-dir")
-        if rundir.list_checkpoints(run)[-1] < steps:
-            Trainer.resume(run, progress=True).run()
-    else:
-        Trainer.create(config, run, progress=True).run()
+    open_run(config, run, resume=True).run()
     return run
 
 

@@ -41,7 +41,7 @@ from interp_icl.theory import linear_regression_gd as gd
 from interp_icl.training import rundir
 from interp_icl.training.loading import load_run
 from interp_icl.training.seeding import generator
-from interp_icl.training.trainer import Trainer
+from interp_icl.training.trainer import open_run
 from interp_icl.viz.report import ReportPage, write_page
 
 N_TASKS = 4096
@@ -56,14 +56,7 @@ def train_or_reuse(layers: int, steps: int, out_dir: Path) -> Path:
     base["train"]["steps"] = steps
     config = RunConfig.from_dict(base)
     run = out_dir / config.name
-    if run.exists() and rundir.list_checkpoints(run):
-        stored = rundir.read_config(run)
-        if stored.to_dict() | {"versions": {}} != config.to_dict() | {"versions": {}}:
-            sys.exit(f"error: {run} exists with another config; move it away or pick --out-dir")
-        if rundir.list_checkpoints(run)[-1] < steps:
-            Trainer.resume(run, progress=True).run()
-    else:
-        Trainer.create(config, run, progress=True).run()
+    open_run(config, run, resume=True).run()
     return run
 
 

@@ -45,32 +45,12 @@ def _base_config(config: Optional[Path], preset: Optional[str]) -> RunConfig:
     return quickstart_config()
 
 
-def _same_config(stored: RunConfig, wanted: RunConfig) -> list[str]:
-    """Dotted keys whose values differ (package versions ignored)."""
-    a, b = stored.to_dict(), wanted.to_dict()
-    diffs = []
-    for section in ("task", "model", "train"):
-        diffs += [f"{section}.{k}" for k in a[section] if a[section][k] != b[section].get(k)]
-    diffs += [k for k in ("name", "seed") if a[k] != b[k]]
-    return diffs
-
-
 def _train(config: RunConfig, run_dir: Path, force: bool, resume: bool, progress: bool) -> dict[str, Any]:
-    from interp_icl.training import rundir
-    from interp_icl.training.trainer import Trainer
+    from interp_icl.training.trainer import open_run
 
-    if resume and rundir.list_checkpoints(run_dir):
-        diffs = _same_config(rundir.read_config(run_dir), config)
-        require(
-            not diffs,
-            f"cannot resume {run_dir}: its config differs in {', '.join(diffs)}; use --force to "
-            "start over",
-        )
-        trainer = Trainer.resume(run_dir, progress=progress)
-        if trainer.step >= trainer.total_steps:
-            console.print(f"{run_dir} is already complete at step {trainer.step}")
-    else:
-        trainer = Trainer.create(config, run_dir, force=force, progress=progress)
+    trainer = open_run(config, run_dir, resume=resume, force=force, progress=progress)
+    if trainer.step >= trainer.total_steps:
+        console.print(f"{run_dir} is already complete at step {trainer.step}")
     return trainer.run().final
 
 

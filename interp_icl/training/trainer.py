@@ -136,14 +136,14 @@ class Trainer:
 
     # ----- construction -------------------------------------------------------------------------
     @classmethod
-    def create(cls, config: RunConfig, run_dir: Path, force: bool = False, progress: bool = True) -> "Trainer":
+    def create(cls, config: RunConfig, run_dir: Path, force: bool = False, progress: bool = True) -> Trainer:
         config = RunConfig.from_dict({**config.to_dict(), "versions": rundir.package_versions()})
         trainer = cls(config, run_dir, progress)  # validates everything before touching the disk
         rundir.create_run_dir(run_dir, config, force)
         return trainer
 
     @classmethod
-    def resume(cls, run_dir: Path, progress: bool = True) -> "Trainer":
+    def resume(cls, run_dir: Path, progress: bool = True) -> Trainer:
         config = rundir.read_config(run_dir)
         trainer = cls(config, run_dir, progress)
         steps = rundir.list_checkpoints(run_dir)
@@ -290,6 +290,34 @@ class Trainer:
         return TrainResult(self.run_dir, last_row)
 
 
+def config_differences(stored: RunConfig, wanted: RunConfig) -> list[str]:
+    """Dotted keys whose values differ between two run configs (package versions ignored)."""
+    a, b = stored.to_dict(), wanted.to_dict()
+    diffs = []
+    for section in ("task", "model", "train"):
+        diffs += [f"{section}.{k}" for k in a[section] if a[section][k] != b[section].get(k)]
+    diffs += [k for k in ("name", "seed") if a[k] != b[k]]
+    return diffs
+
+
+def open_run(
+    config: RunConfig, run_dir: Path, resume: bool, force: bool = False, progress: bool = True
+) -> Trainer:
+    """The trainer of `run_dir`: resumed from its newest checkpoint when `resume` and it has one
+    (its config must equal `config`, else a one-line error), otherwise a new run (an existing
+    non-empty directory needs `force`). ``.run()`` trains it to the end; a complete run does
+    nothing more."""
+    if resume and rundir.list_checkpoints(run_dir):
+        diffs = config_differences(rundir.read_config(run_dir), config)
+        require(
+            not diffs,
+            f"cannot resume {run_dir}: its config differs in {', '.join(diffs)}; use --force to "
+            "start over",
+        )
+        return Trainer.resume(run_dir, progress=progress)
+    return Trainer.create(config, run_dir, force=force, progress=progress)
+
+
 class _progress:
     """A rich progress bar with step, loss, loss - Bayes and ETA (or nothing when disabled)."""
 
@@ -298,7 +326,7 @@ class _progress:
         self.total = total
         self.start = start
 
-    def __enter__(self) -> "_progress":
+    def __enter__(self) -> _progress:
         if self.enabled:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
