@@ -35,7 +35,7 @@ from interp_icl.analysis.result import PassResult, _jsonable, set_label
 from interp_icl.analysis.selector import selector
 from interp_icl.analysis.theory import theory
 from interp_icl.errors import InterpICLError, require
-from interp_icl.tasks import Task
+from interp_icl.tasks import Task, is_continuous
 from interp_icl.training.seeding import generator
 
 PASSES = ("copier", "selector", "classifier", "head_scores", "theory")
@@ -126,7 +126,7 @@ def analyze_model(
     """Run `settings.passes` on `model` with sequences from `task`."""
     settings = settings or AnalysisSettings()
     require(
-        not getattr(task, "continuous", False),
+        not is_continuous(task),
         f"the analysis passes need a token task; this is a {task.config.name!r} run (its "
         "studies are in analyses/)",
     )

@@ -34,6 +34,7 @@ from interp_icl.patching.roles import role_experiments
 from interp_icl.patching.sources import ABLATIONS
 from interp_icl.patching.sweep import DEFAULT_MEMORY_MB, MODES, ablation, activation_patching
 from interp_icl.patching.targets import Target
+from interp_icl.tasks import is_continuous
 from interp_icl.training.rundir import package_versions
 from interp_icl.training.seeding import derive_seed, generator
 
@@ -140,7 +141,7 @@ def run_experiment(
     loaded = load_run(run_dir, step)
     model, task = loaded.model, loaded.task
     require(
-        not getattr(task, "continuous", False),
+        not is_continuous(task),
         f"patching sweeps need a token task; this run's task is {task.config.name!r}",
     )
     generator = torch.Generator().manual_seed(derive_seed(settings.seed, "patching"))

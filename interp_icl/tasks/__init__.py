@@ -1,6 +1,6 @@
 """In-context learning tasks: seeded samplers with exact oracles."""
 
-from interp_icl.config import TaskConfig
+from interp_icl.config import CONTINUOUS_TASKS, TaskConfig
 from interp_icl.tasks.base import Batch, Task
 from interp_icl.tasks.classification import ClassificationTask
 from interp_icl.tasks.markov import MarkovTask
@@ -20,8 +20,10 @@ def make_task(config: TaskConfig) -> Task:
 
 
 def is_continuous(task: Task) -> bool:
-    """Whether the task's tokens are vectors (regression, classification) rather than token ids."""
-    return getattr(task, "continuous", False)
+    """Whether the task's tokens are vectors (regression, classification) rather than token ids;
+    such tasks bring their own loss and metrics (``train_loss``, ``evaluate``,
+    ``baseline_losses``)."""
+    return task.config.name in CONTINUOUS_TASKS
 
 
 __all__ = [

@@ -51,8 +51,6 @@ PROB_FLOOR = 1e-12  # oracle probabilities are floored here before the log (27.6
 
 
 class ClassificationTask:
-    continuous = True  # tokens are vectors: the trainer uses this task's loss and metrics
-
     def __init__(self, config: TaskConfig):
         self.config = config
         self.n_pairs = config.n_pairs

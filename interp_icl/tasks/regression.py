@@ -31,8 +31,6 @@ from interp_icl.theory.linear_regression_gd import (
 
 
 class RegressionTask:
-    continuous = True  # tokens are vectors: the trainer uses this task's loss and metrics
-
     def __init__(self, config: TaskConfig):
         self.config = config
         self.x_dim = config.x_dim
