@@ -100,6 +100,7 @@ def build_report(
     `progress` is called with a short description of each step."""
     from interp_icl.analysis.pipeline import AnalysisSettings, analyze_checkpoint, resolve_steps
     from interp_icl.training import rundir
+    from interp_icl.training.loading import load_run
 
     run = Path(run_dir)
     steps = resolve_steps(run, "all")  # checks the run directory and its checkpoints
@@ -132,12 +133,13 @@ def build_report(
         "Training dynamics",
         _dynamics_section(page, run, dyn_table, dyn_final, order, dynamics_sequences),
     )
-    page.add("layers", f"The circuit at step {steps[-1]}", _layers_section(page, run, final))
+    loaded = load_run(run, steps[-1])
+    page.add("layers", f"The circuit at step {steps[-1]}", _layers_section(page, loaded, final))
     say("attention patterns")
-    page.add("attention", "Attention patterns", _attention_section(page, run, config))
+    page.add("attention", "Attention patterns", _attention_section(page, loaded))
     if is_markov:
         say("patching")
-        page.add("patching", "Patching", _patching_section(page, run, steps[-1], roles))
+        page.add("patching", "Patching", _patching_section(page, loaded, roles))
     page.data["report.json"] = {
         "run": str(run),
         "step": steps[-1],
@@ -185,13 +187,13 @@ def _roles(run: Path, step: int, n_sequences: int, say: Callable[[str], None]) -
     return {"summary": json.loads(json.dumps(summary, default=str)), "table": report.table}
 
 
-def _patch_sweeps(run: Path, step: int) -> list[tuple[str, dict, pd.DataFrame]]:
+def _patch_sweeps(loaded) -> list[tuple[str, dict, pd.DataFrame]]:
     """(stem, summary, table) of every stored sweep at `step`; runs the default one if none."""
     from interp_icl.analysis.pipeline import write_outputs
     from interp_icl.patching.experiment import PatchSettings, run_experiment
     from interp_icl.patching.targets import heads_per_layer
-    from interp_icl.training.loading import load_run
 
+    run, step = loaded.path, loaded.step
     folder = run / "patching"
     found = []
     for summary_path in sorted(folder.glob(f"*_step{step}.json")):
@@ -208,7 +210,7 @@ def _patch_sweeps(run: Path, step: int) -> list[tuple[str, dict, pd.DataFrame]]:
     if found:
         return found
     default = PatchSettings(attribution=False)
-    heads = heads_per_layer(load_run(run, step).model, default.target())
+    heads = heads_per_layer(loaded.model, default.target())
     # one sweep over all layers, or one per layer when they differ in head count (gih)
     layer_sets = [None] if len(set(heads.values())) == 1 else [(layer,) for layer in heads]
     for layers in layer_sets:
@@ -379,16 +381,14 @@ def _dynamics_section(
     return "".join(parts)
 
 
-def _layers_section(page: ReportPage, run: Path, final) -> str:
-    from interp_icl.training.loading import load_run
-
+def _layers_section(page: ReportPage, loaded, final) -> str:
     parts = []
     table = final.table()
     r = final.results
     if "copier" in r:
         fig, data = figures.copier_heatmap(table)
         parts.append(page.figure(fig, "copier.csv", data))
-    model = load_run(run).model
+    model = loaded.model
     if hasattr(model, "w_rpe"):
         fig, data = figures.rpe_heatmap(model.w_rpe)
         parts.append(page.figure(fig, "rpe_weights.csv", data))
@@ -412,13 +412,11 @@ def _layers_section(page: ReportPage, run: Path, final) -> str:
     return "".join(parts)
 
 
-def _attention_section(page: ReportPage, run: Path, config) -> str:
-    from interp_icl.training.loading import load_run
+def _attention_section(page: ReportPage, loaded) -> str:
     from interp_icl.training.seeding import generator
 
-    loaded = load_run(run)
     tokens = loaded.task.sample(
-        N_VIEW_SEQUENCES, generator(config.seed, "report", "attention")
+        N_VIEW_SEQUENCES, generator(loaded.config.seed, "report", "attention")
     ).tokens
     intro = (
         "<p>Sample sequences of the run's task (seeded by the run's seed). Hover a head to "
@@ -437,9 +435,9 @@ def _attention_section(page: ReportPage, run: Path, config) -> str:
     return "".join(parts)
 
 
-def _patching_section(page: ReportPage, run: Path, step: int, roles: dict | None) -> str:
+def _patching_section(page: ReportPage, loaded, roles: dict | None) -> str:
     parts = []
-    for stem, summary, table in _patch_sweeps(run, step):
+    for stem, summary, table in _patch_sweeps(loaded):
         axes = tuple(summary["axes"])
         metric = summary.get("settings", {}).get("metric", summary.get("metric", ""))
         title = f"{stem}: {{value}} of {metric} (n = {summary.get('n_sequences')} sequences)"
