@@ -7,14 +7,11 @@ import math
 from rich.table import Table
 
 from interp_icl.analysis.pipeline import Analysis
+from interp_icl.analysis.result import set_text
 
 
 def _fmt(value: float, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def _set(offsets) -> str:
-    return "{" + ", ".join(map(str, offsets)) + "}" if offsets else "{}"
 
 
 def role_summary(analysis: Analysis, title: str) -> Table:
@@ -31,23 +28,23 @@ def role_summary(analysis: Analysis, title: str) -> Table:
         heads = ", ".join(
             f"{u}: r={h['attn_offset']} ({h['sharpness']:.2f})" for u, h in s["heads"].items() if h["is_copier"]
         ) or "no head above the copier threshold"
-        finding = f"attention offsets {_set(s['copied_attn_offsets'])} -> {heads}"
+        finding = f"attention offsets {set_text(s['copied_attn_offsets'])} -> {heads}"
         if s["target_offset"] == 1:
-            finding += f"; query-side parent offsets {_set(s['copied_parent_offsets'])} + {{1}} via the residual"
-        table.add_row("copier (layer 1)", finding, f"parents {_set(parents)}" if parents else "-")
+            finding += f"; query-side parent offsets {set_text(s['copied_parent_offsets'])} + {{1}} via the residual"
+        table.add_row("copier (layer 1)", finding, f"parents {set_text(parents)}" if parents else "-")
     if "selector" in r:
         s = r["selector"].summary
         conf = "confident" if s["confident"] else "NOT confident"
-        finding = f"selected {_set(s['selected_offsets'])} (margin {s['margin']:.2f}, {conf}; {s['best_unit']})"
+        finding = f"selected {set_text(s['selected_offsets'])} (margin {s['margin']:.2f}, {conf}; {s['best_unit']})"
         if "subset_weights" in s:
             w = s["subset_weights"]
-            finding += f"; top p_S {_set(w['top_offsets'])} = {w['top_weight']:.3f}"
+            finding += f"; top p_S {set_text(w['top_offsets'])} = {w['top_weight']:.3f}"
         truth = "-"
         if s["true_parents"]:
-            truth = f"parents {_set(s['true_parents'])}: " + ("match" if s["selected_equals_parents"] else "differ")
+            truth = f"parents {set_text(s['true_parents'])}: " + ("match" if s["selected_equals_parents"] else "differ")
         if "theory" in r:
             p = r["theory"].summary["predicted"]
-            truth += f"; χ²-MI predicts {_set(p['chi2_mi'])}, modified (reconstruction) {_set(p['modified_chi2_mi'])}"
+            truth += f"; χ²-MI predicts {set_text(p['chi2_mi'])}, modified (reconstruction) {set_text(p['modified_chi2_mi'])}"
         table.add_row("selector (FFN / layer-2 q,k)", finding, truth)
     if "classifier" in r:
         s = r["classifier"].summary
@@ -110,8 +107,8 @@ def theory_table(analysis: Analysis) -> Table:
         table.add_row(unit, *cells)
     s = result.summary
     table.caption = (
-        f"predicted: χ²-MI {_set(s['predicted']['chi2_mi'])} (tied: {', '.join(_set(t) for t in s['tied_with_best']['chi2_mi'])}); "
-        f"modified {_set(s['predicted']['modified_chi2_mi'])}"
+        f"predicted: χ²-MI {set_text(s['predicted']['chi2_mi'])} (tied: {', '.join(set_text(t) for t in s['tied_with_best']['chi2_mi'])}); "
+        f"modified {set_text(s['predicted']['modified_chi2_mi'])}"
     )
     return table
 

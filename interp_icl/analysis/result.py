@@ -40,6 +40,14 @@ def set_label(offsets) -> str:
     return "{" + ",".join(str(o) for o in sorted(offsets)) + "}"
 
 
+def set_text(offsets) -> str:
+    """An offset set for people to read, in the given order: ``[1, 2] -> "{1, 2}"``; ``–`` for
+    None (a task without parents)."""
+    if offsets is None:
+        return "–"
+    return "{" + ", ".join(map(str, offsets)) + "}"
+
+
 def mean_stderr(per_sequence: Tensor) -> tuple[float, float, int]:
     """Mean, standard error and count of per-sequence values ``[n]`` (NaNs dropped).
 

@@ -32,6 +32,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor, nn
 
 from interp_icl.analysis.common import check_tokens_for, hook_cache
+from interp_icl.analysis.result import set_text
 from interp_icl.errors import CheckpointError, require
 from interp_icl.models import target_offset
 from interp_icl.training.seeding import generator
@@ -256,7 +257,7 @@ def attention_figure(
         fig.update_yaxes(title_text="query position", range=[seq_len - 0.5, -0.5], row=row, col=col)
     heading = title or "attention by layer and head"
     fig.update_layout(
-        title=f"{heading} (parents {_set(parents)}; target of row i: token i + {offset})",
+        title=f"{heading} (parents {set_text(parents)}; target of row i: token i + {offset})",
         coloraxis={"colorscale": "Blues", "cmin": 0, "cmax": 1, "colorbar": {"title": "attn"}},
         height=420 * n_rows + 120,
         width=460 * n_cols + 160,
@@ -303,7 +304,3 @@ def _token_pairs(tokens: Tensor) -> list[list[list[int]]]:
     """customdata ``[T, T, 2]``: (query token, key token) of every cell."""
     values = tokens.tolist()
     return [[[q, k] for k in values] for q in values]
-
-
-def _set(offsets) -> str:
-    return "{" + ", ".join(map(str, offsets)) + "}"

@@ -11,6 +11,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from interp_icl.analysis.result import set_label, set_text
+
 BASELINES = {
     "eval_loss": "model",
     "bayes_loss": "Bayes-optimal",
@@ -158,10 +160,10 @@ def selector_bars(
     theory = ""
     if predicted:
         theory = "; theory predicts " + ", ".join(
-            f"{name} {_set(s)}" for name, s in predicted.items()
+            f"{name} {set_text(s)}" for name, s in predicted.items()
         )
     fig.update_layout(
-        title=f"selector: selected {_set(selector_summary['selected_offsets'])}{theory}",
+        title=f"selector: selected {set_text(selector_summary['selected_offsets'])}{theory}",
         height=380,
         barmode="group",
     )
@@ -172,7 +174,7 @@ def classifier_bars(table: pd.DataFrame, summary: dict) -> tuple[go.Figure, pd.D
     """Layer-2 attention per key by match count with the parents, and KL(model || strategy)."""
     rows = table[(table["pass"] == "classifier") & table["metric"].str.startswith("attn_per_key_m")]
     parents = summary["offset_sets"].get("parents") or summary["offset_sets"].get("selected")
-    rows = rows[rows["offset_set"] == _label(parents)]
+    rows = rows[rows["offset_set"] == set_label(parents or [])]
     attn = rows[["head", "metric", "mean", "stderr"]].assign(
         matches=rows["metric"].str.removeprefix("attn_per_key_m").astype(int)
     )
@@ -182,7 +184,7 @@ def classifier_bars(table: pd.DataFrame, summary: dict) -> tuple[go.Figure, pd.D
         rows=1,
         cols=2,
         subplot_titles=[
-            f"attention per key by matches with {_set(parents)}",
+            f"attention per key by matches with {set_text(parents)}",
             "KL(model ‖ strategy), nats",
         ],
     )
@@ -216,11 +218,3 @@ def classifier_bars(table: pd.DataFrame, summary: dict) -> tuple[go.Figure, pd.D
     )
     data = pd.concat([attn.assign(kind="attention"), kl.assign(kind="kl")], ignore_index=True)
     return fig, data
-
-
-def _set(offsets) -> str:
-    return "{" + ", ".join(map(str, offsets or [])) + "}"
-
-
-def _label(offsets) -> str:
-    return "{" + ",".join(map(str, sorted(offsets or []))) + "}"

@@ -38,6 +38,7 @@ import plotly.io as pio
 import plotly.offline
 import torch
 
+from interp_icl.analysis.result import set_text
 from interp_icl.config import CONTINUOUS_TASKS
 from interp_icl.errors import require
 from interp_icl.viz import figures
@@ -262,10 +263,10 @@ def _verdict_section(page: ReportPage, final, roles: dict | None, order: dict | 
             if h["is_copier"]
         )
         model = (
-            f"attention offsets {_set(c['copied_attn_offsets'])} [{heads or 'no copier head'}]; "
-            f"as parent offsets {_set(c['copied_parent_offsets'])}"
+            f"attention offsets {set_text(c['copied_attn_offsets'])} [{heads or 'no copier head'}]; "
+            f"as parent offsets {set_text(c['copied_parent_offsets'])}"
             + (
-                f" + {_set(c['residual_parent_offsets'])} via the residual"
+                f" + {set_text(c['residual_parent_offsets'])} via the residual"
                 if c.get("residual_parent_offsets")
                 else ""
             )
@@ -274,18 +275,23 @@ def _verdict_section(page: ReportPage, final, roles: dict | None, order: dict | 
             (
                 "copier: copied offsets (cover the parents?)",
                 model,
-                _set(parents),
+                set_text(parents),
                 _yes(c.get("parents_covered")),
             )
         )
     if "selector" in r:
         s = r["selector"].summary
         model = (
-            f"{_set(s['selected_offsets'])} ({s.get('best_unit', '')}, margin {s['margin']:.2f}, "
+            f"{set_text(s['selected_offsets'])} ({s.get('best_unit', '')}, margin {s['margin']:.2f}, "
             f"{'confident' if s['confident'] else 'not confident'})"
         )
         rows.append(
-            ("selector: selected set", model, _set(parents), _yes(s.get("selected_equals_parents")))
+            (
+                "selector: selected set",
+                model,
+                set_text(parents),
+                _yes(s.get("selected_equals_parents")),
+            )
         )
     if "classifier" in r:
         k = r["classifier"].summary
@@ -295,7 +301,7 @@ def _verdict_section(page: ReportPage, final, roles: dict | None, order: dict | 
             f"{k['closest_sgram']} (KL {kl[k['closest_sgram']]:.4f})"
             + ("" if k.get("closest_is_resolved", True) else "; not resolved from the runner-up")
         )
-        truth = ("–" if parents is None else f"{_set(parents)}-gram") + (
+        truth = ("–" if parents is None else f"{set_text(parents)}-gram") + (
             f"; Bayes = {k['bayes_is']}" if k.get("bayes_is") else ""
         )
         rows.append(
@@ -308,8 +314,8 @@ def _verdict_section(page: ReportPage, final, roles: dict | None, order: dict | 
             rows.append(
                 (
                     f"theory: S* of {label}",
-                    _set(predicted),
-                    f"model selected {_set(t.get('model_selected'))}",
+                    set_text(predicted),
+                    f"model selected {set_text(t.get('model_selected'))}",
                     _yes(t.get("agrees", {}).get(name)),
                 )
             )
@@ -538,13 +544,6 @@ def _table(header: list[str], rows: list[tuple], raw_last: bool = False) -> str:
 
 def _kv(mapping: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in mapping.items())
-
-
-def _set(offsets) -> str:
-    """``{1, 2}``; ``–`` when there is no set (a task without parents)."""
-    if offsets is None:
-        return "–"
-    return "{" + ", ".join(map(str, offsets)) + "}"
 
 
 def _yes(value: bool | None, yes: str = "yes", no: str = "no") -> str:
