@@ -20,3 +20,20 @@ def half_rise_step(curve: pd.Series) -> int | None:
     halfway = start + 0.5 * (end - start)
     reached = curve[(curve - halfway) * math.copysign(1.0, end - start) >= 0]
     return int(reached.index[0])
+
+
+def crossing_steps(
+    curve: pd.Series, start: float, end: float, fractions: tuple[float, ...] = (0.1, 0.5, 0.9)
+) -> dict[float, int | None]:
+    """For each fraction f, the first step (index of `curve`, ascending) at which the curve has
+    covered at least f of the way from the level `start` to the level `end` (rising or falling,
+    by the sign of end - start); None where it never does, or for every f when start == end."""
+    curve = curve.dropna().sort_index()
+    if math.isclose(start, end, abs_tol=1e-12):
+        return {f: None for f in fractions}
+    sign = math.copysign(1.0, end - start)
+    steps = {}
+    for f in fractions:
+        reached = curve[(curve - (start + f * (end - start))) * sign >= 0]
+        steps[f] = int(reached.index[0]) if len(reached) else None
+    return steps

@@ -1,7 +1,10 @@
 """Named configurations: the quickstart run, the paper's gih setting, the lsa-gd and implicit-update
-regression settings, and Reddy 2024's in-context classification."""
+regression settings, and Reddy 2024's in-context classification (the paper's optimiser, and the
+abrupt-learning study's fast CPU setting)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from interp_icl.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
 
@@ -130,10 +133,36 @@ def icl_classification() -> RunConfig:
     )
 
 
+def abrupt_learning() -> RunConfig:
+    """The abrupt-learning study's setting (``analyses/abrupt_learning.py``): the paper's task
+    (L = 32, N = 8, D = 63, epsilon = 0.1, alpha = 0, B = 2, all bursty) and network as in
+    `icl_classification`, with two departures that make the transition happen on a CPU in about a
+    thousand steps: K = 2^14 classes (too many for the network to memorise quickly, so in-weights
+    learning does not compete) and Adam (lr 1e-3) instead of plain SGD (lr 0.01, which needs
+    ~10^5 steps). Dense evaluation (every 25 steps) and checkpoints (every 50) resolve the jump."""
+    base = icl_classification()
+    return RunConfig(
+        name="abrupt-learning",
+        seed=0,
+        task=replace(base.task, n_classes=2**14),
+        model=base.model,
+        train=replace(
+            base.train,
+            steps=2000,
+            optimizer="adam",
+            lr=1e-3,
+            eval_every=25,
+            n_eval=512,
+            checkpoint_every=50,
+        ),
+    )
+
+
 PRESETS = {
     "quickstart": quickstart,
     "paper-gih": paper_gih,
     "lsa-gd": lsa_gd,
     "implicit-update": implicit_update,
     "icl-classification": icl_classification,
+    "abrupt-learning": abrupt_learning,
 }

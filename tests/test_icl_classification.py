@@ -97,6 +97,45 @@ def test_zipf_class_frequencies():
     torch.testing.assert_close(freq, expected / expected.sum(), atol=0.01, rtol=0)
 
 
+def exact_pair_law(t: ClassificationTask) -> torch.Tensor:
+    """P(first class i, second class j) of a bursty sequence's two classes by enumeration:
+    w_i / W times w_j / (mass of the classes whose label differs from i's) ``[K, K]``."""
+    w, labels = t.class_probs, t.class_labels
+    law = torch.zeros(len(w), len(w), dtype=torch.float64)
+    for i in range(len(w)):
+        other = labels != labels[i]
+        law[i, other] = w[i] * w[other] / w[other].sum()
+    return law
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"n_classes": 6, "n_labels": 3, "zipf_alpha": 1.0},  # label collisions excluded
+        {"n_classes": 5, "n_labels": 5, "zipf_alpha": 8.0},  # mostly the masked fallback
+    ],
+)
+def test_bursty_classes_follow_successive_sampling_with_distinct_labels(fields):
+    t = task(**fields, n_pairs=4, item_dim=3)
+    n = 40_000
+    classes = t.sample(n, gen(8)).metadata["classes"]
+    # the two classes of each row in order of drawing: the target's, then the other one
+    other = torch.where(classes[:, 0] == classes[:, -1], classes[:, 1], classes[:, 0])
+    other = torch.where(other == classes[:, -1], classes[:, 2], other)
+    assert (t.class_labels[other] != t.class_labels[classes[:, -1]]).all()
+    law = exact_pair_law(t)
+    counts = torch.zeros_like(law)
+    counts.index_put_((classes[:, -1], other), torch.ones(n, dtype=torch.float64), accumulate=True)
+    stderr = (law * (1 - law) / n).sqrt()
+    assert ((counts / n - law).abs() <= 5 * stderr + 1e-12).all()
+    if fields["zipf_alpha"] == 8.0:  # the second draw given the first: w_j / (W - w_0)
+        first0 = classes[:, -1] == 0
+        conditional = counts[0, 1:] / counts[0].sum()
+        expected = t.class_probs[1:] / t.class_probs[1:].sum()
+        assert first0.double().mean() > 0.99
+        torch.testing.assert_close(conditional, expected, atol=0.01, rtol=0)
+
+
 def test_oracle_is_exact_on_noiseless_bursty_sequences():
     t = task(**SMALL, epsilon=0.0)
     for batch in (t.sample(256, gen(5)), t.icl_batch(256, gen(6))):
@@ -150,6 +189,10 @@ def test_progress_measures_on_uniform_attention():
         "context_label_accuracy",
         "icl_accuracy",
         "iwl_accuracy",
+        "previous_token_mul",
+        "previous_token_abs",
+        "induction_mul",
+        "induction_abs",
     }
     assert (result.table["n"] == 64).all() and result.table["stderr"].notna().all()
 
@@ -183,6 +226,11 @@ def test_progress_measures_on_patterns_set_by_hooks():
     ]
     values = per_sequence_measures(classifier(t), batch, hooks)
     assert torch.allclose(values["label_to_item_attn"], torch.ones(32, dtype=torch.float64))
+    # every row but the first is exactly previous-token; row 0 attends to itself
+    assert torch.allclose(values["previous_token_mul"], torch.full((32,), (seq - 1) / seq).double())
+    assert torch.allclose(values["previous_token_abs"], torch.full((32,), 1 - 1 / seq).double())
+    # layer 2: only the target row puts mass (0.3 each) on matching labels
+    torch.testing.assert_close(values["induction_mul"], 0.3 * correct.sum(1).double() / seq)
     expected = 0.3 * correct.sum(1).double()
     torch.testing.assert_close(values["target_to_correct_label_attn"], expected)
     torch.testing.assert_close(values["target_to_labels_attn"], expected)
@@ -192,6 +240,54 @@ def test_progress_measures_on_patterns_set_by_hooks():
     assert summary["icl_accuracy"] == 0.5 and summary[
         "target_to_correct_label_attn"
     ] == pytest.approx(0.6)
+
+
+def test_head_scores_equal_transformer_lens_detect_head_on_custom_patterns():
+    """The previous-token and induction scores of the progress measures equal TransformerLens's
+    `detect_head` given the same detection patterns and the model's own cache, per sequence.
+    detect_head reads only ``cfg`` (n_ctx must exceed T), ``to_tokens`` (for the length T) and
+    the cache, so a namespace stands in for a tokenizer-backed model."""
+    import types
+
+    from transformer_lens import ActivationCache
+    from transformer_lens.head_detector import (
+        detect_head,
+        get_previous_token_head_detection_pattern,
+    )
+
+    from interp_icl.analysis.icl_classification import detection_patterns
+
+    t = task(**SMALL)
+    model = classifier(t, seed=3)
+    batch = t.icl_batch(6, gen(11))
+    x = t.model_input(batch.tokens)
+    ours = per_sequence_measures(model, batch)
+    patterns = detection_patterns(batch.tokens)
+    cfg = types.SimpleNamespace(
+        n_layers=2, n_heads=1, n_ctx=t.seq_len + 1, device="cpu", dtype=torch.float64
+    )
+    wrapper = types.SimpleNamespace(
+        cfg=cfg, to_tokens=lambda seq: torch.zeros(1, t.seq_len, dtype=torch.long)
+    )
+    previous = get_previous_token_head_detection_pattern(torch.zeros(1, t.seq_len))
+    assert torch.equal(patterns["previous_token"], previous.expand(6, -1, -1))
+    # induction: an item or the target (even i) and an earlier label token (odd j) of its label
+    labels = batch.tokens[:, :, -1].round().long()
+    for b, i, j in torch.cartesian_prod(*(torch.arange(n) for n in (6, t.seq_len, t.seq_len))):
+        expected = i % 2 == 0 and j % 2 == 1 and j < i and labels[b, i] == labels[b, j]
+        assert patterns["induction"][b, i, j] == float(expected)
+    assert patterns["induction"][:, -1].sum(1).eq(2).all()  # the target: its B = 2 labels
+    for b in range(6):
+        _, activations = model.run_with_cache(x[b : b + 1], remove_batch_dim=True)
+        cache = ActivationCache(activations, model, has_batch_dim=False)
+        for measure, tolerance in (("mul", 1e-6), ("abs", 5e-4 + 1e-6)):  # TL rounds "abs"
+            for layer, name in ((0, "previous_token"), (1, "induction")):
+                scores = detect_head(
+                    wrapper, None, patterns[name][b], cache=cache, error_measure=measure
+                )
+                assert float(scores[layer, 0]) == pytest.approx(
+                    float(ours[f"{name}_{measure}"][b]), abs=tolerance
+                )
 
 
 def run_config(**train):
@@ -253,7 +349,7 @@ def test_trains_resumes_exactly_and_measures_every_checkpoint(tmp_path):
         assert torch.equal(v, w), name
     frame = progress_over_checkpoints(tmp_path / "full", n=32, steps=[0, 30])
     assert list(frame.columns) == ["step", "metric", "value", "stderr", "n"]
-    assert len(frame) == 12 and set(frame["step"]) == {0, 30}
+    assert len(frame) == 2 * 10 and set(frame["step"]) == {0, 30}  # 10 metrics per step
 
 
 @pytest.mark.parametrize(
@@ -302,3 +398,72 @@ def test_preset_is_the_paper_optimiser():
     assert (cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size) == ("sgd", 0.01, 128)
     assert cfg.train.weight_decay == 1e-6 and cfg.model.n_labels == 32
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_crossing_steps_of_a_logistic_rise_and_fall():
+    """A logistic rise from p to 1 centred at t0 with width w covers the fraction f of the way at
+    t0 + w log(f / (1 - f)) exactly; the first sampled step at or after it is returned."""
+    import pandas as pd
+
+    from interp_icl.curves import crossing_steps
+
+    steps = torch.arange(0, 2001, 10, dtype=torch.float64)
+    p, t0, w = 0.25, 800.0, 40.0
+    rise = pd.Series((p + (1 - p) * torch.sigmoid((steps - t0) / w)).numpy(), index=steps.long().numpy())
+    found = crossing_steps(rise, p, 1.0, (0.1, 0.5, 0.9))
+    for f, step in found.items():
+        exact = t0 + w * math.log(f / (1 - f))
+        assert step == 10 * math.ceil(exact / 10 - 1e-9)
+    fall = 3.0 - 2.0 * (rise - p) / (1 - p)  # from 3 down to 1
+    assert crossing_steps(fall, 3.0, 1.0, (0.5,)) == {0.5: 800}
+    assert crossing_steps(rise, p, 2.0, (0.9,)) == {0.9: None}  # never gets there
+    assert crossing_steps(rise, 1.0, 1.0) == {0.1: None, 0.5: None, 0.9: None}
+
+
+def load_study():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "analyses" / "abrupt_learning.py"
+    spec = importlib.util.spec_from_file_location("abrupt_learning_study", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_study_arms_l_equals_n_gives_no_context_label_advantage():
+    """The study's L = N arm: every context holds all L labels, so "pick a context label" is
+    chance (1/L); its control and the main arm keep L = 32 labels, N/B of them in a context."""
+    study = load_study()
+    equal = study.arm_config("L = N", 1, 500)
+    assert (equal.task.n_labels, equal.task.n_pairs, equal.task.burstiness) == (8, 8, 1)
+    assert equal.model.n_labels == 8 and equal.seed == 1 and equal.train.steps == 500
+    t = make_task(equal.task)
+    labels = t.context_labels(t.sample(512, gen(9)).tokens)
+    assert torch.equal(labels.sort(dim=1).values, torch.arange(8).expand(512, -1))
+    for arm, groups in (("main", 4), ("L > N control", 8)):
+        config = study.arm_config(arm, 0, 500)
+        assert config.task.n_labels == 32 and config.task.n_classes == 2**14
+        t = make_task(config.task)
+        labels = t.context_labels(t.sample(256, gen(10)).tokens)
+        assert all(len(set(row.tolist())) == groups for row in labels)
+
+
+def test_study_network_learns_abruptly_after_a_slow_phase(tmp_path):
+    """The study's main arm, one seed, shortened to 1000 steps (evaluations every 50 steps on 256
+    sequences, checkpoints every 100; the training batches are those of the study's run): the
+    ICL accuracy sits near the slow-phase level B/N = 1/4 (a random pick among the 4 context
+    labels; context-label accuracy already high), then rises to >= 0.9 in fewer steps than half
+    of the slow phase, and the layer-1 label->item attention jumps with the loss."""
+    study = load_study()
+    base = study.arm_config("main", 0, 1000).to_dict()
+    base["train"].update(eval_every=50, n_eval=256, checkpoint_every=100)
+    run = study.train_or_reuse(RunConfig.from_dict(base), tmp_path)
+    summary, curves, progress = study.run_summary(run)
+    plateau = curves[(curves.step >= 300) & (curves.step <= 500)]
+    assert plateau.icl_accuracy.between(0.15, 0.35).all()  # the slow phase, chance is 1/32
+    assert plateau.context_label_accuracy.mean() > 0.8
+    assert summary["learned"] and summary["final_icl_accuracy"] >= 0.9
+    assert summary["abrupt"] and summary["rise_steps"] <= 0.5 * summary["t10"]
+    assert summary["context_label_first"] and summary["label_to_item_attn_with_loss"]
+    assert set(progress.metric) >= set(study.ATTENTION_MEASURES)

@@ -14,7 +14,15 @@ target last), per sequence:
   * ``context_label_accuracy``: 1 if the predicted label is one of the context labels (chance on
     a bursty novel-class sequence: N/B / L; a model that picks a context label at random: 1);
   * ``icl_accuracy`` on the in-context batch, ``iwl_accuracy`` on the in-weights batch (chance
-    1/L).
+    1/L);
+  * the induction-head scores of `interp_icl.analysis.head_scores` in TransformerLens's
+    `detect_head` conventions ("mul": Σ A⊙P / Σ A, "abs": 1 − Σ|A − P| / T, per sequence) where
+    they apply: ``previous_token_mul|abs`` of layer 1 against P[i, i−1] = 1 (i ≥ 1), and
+    ``induction_mul|abs`` of layer 2 against the prefix-matching pattern P[i, j] = 1 for an item
+    or the target at i and a label token j < i whose label is i's label (the token before j, its
+    item, "matches" i; in the in-context set, whose classes have distinct labels, that is i's
+    class). A perfect induction head scores "mul" = (number of items and target with an earlier
+    match) / T, not 1, because rows without a match count in Σ A — TransformerLens's convention.
 
 Each is a mean ± stderr over sequences (`interp_icl.analysis.result`). Attention measures and
 context-label accuracy are taken on the in-context batch.
@@ -29,6 +37,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from interp_icl.analysis.head_scores import pattern_scores
 from interp_icl.analysis.result import PassResult, make_table, row
 from interp_icl.tasks.base import Batch
 from interp_icl.tasks.classification import ClassificationTask
@@ -42,6 +51,7 @@ METRICS = (
     "icl_accuracy",
     "iwl_accuracy",
 )
+HEAD_SCORES = ("previous_token_mul", "previous_token_abs", "induction_mul", "induction_abs")
 
 
 @torch.no_grad()
@@ -63,6 +73,20 @@ def _patterns_and_logits(
     return [captured[0], captured[1]], logits
 
 
+def detection_patterns(tokens: Tensor) -> dict[str, Tensor]:
+    """The previous-token and prefix-matching (induction) patterns of the module docstring for
+    classification tokens ``[B, T, D + T + 1]`` (label-id channel last): ``{name: [B, T, T]}``
+    float, query i by key j."""
+    batch, seq = tokens.shape[:2]
+    ids = tokens[:, :, -1].round().long()  # [B, T] label id of every token
+    q = torch.arange(seq)[:, None]
+    k = torch.arange(seq)[None, :]
+    previous = (k == q - 1).expand(batch, seq, seq)
+    item_query_label_key = (q % 2 == 0) & (k % 2 == 1) & (k < q)
+    induction = (ids[:, :, None] == ids[:, None, :]) & item_query_label_key
+    return {"previous_token": previous.float(), "induction": induction.float()}
+
+
 def per_sequence_measures(
     model: nn.Module, batch: Batch, fwd_hooks: Sequence[tuple[str, object]] = ()
 ) -> dict[str, Tensor]:
@@ -78,7 +102,14 @@ def per_sequence_measures(
     labels = ClassificationTask.context_labels(tokens)  # [B, N]
     to_labels = second[:, -1, items + 1].double()  # [B, N]
     prediction = logits.argmax(-1)
+    patterns = detection_patterns(tokens)
+    previous_mul, previous_abs = pattern_scores(first[:, None], patterns["previous_token"])
+    induction_mul, induction_abs = pattern_scores(second[:, None], patterns["induction"])
     return {
+        "previous_token_mul": previous_mul[:, 0],
+        "previous_token_abs": previous_abs[:, 0],
+        "induction_mul": induction_mul[:, 0],
+        "induction_abs": induction_abs[:, 0],
         "label_to_item_attn": first[:, items + 1, items].double().mean(1),
         "target_to_correct_label_attn": (to_labels * (labels == target[:, None])).sum(1),
         "target_to_labels_attn": to_labels.sum(1),
@@ -98,7 +129,7 @@ def progress_measures(
     each metric to its mean. `fwd_hooks` (TransformerLens ``(name, fn)`` pairs) are applied to
     every forward pass."""
     icl = per_sequence_measures(model, icl_batch, fwd_hooks)
-    rows = [row("model", name, icl[name]) for name in METRICS[:4]]
+    rows = [row("model", name, icl[name]) for name in (*METRICS[:4], *HEAD_SCORES)]
     rows.append(row("model", "icl_accuracy", icl["accuracy"]))
     if iwl_batch is not None:
         iwl = per_sequence_measures(model, iwl_batch, fwd_hooks)

@@ -12,9 +12,11 @@ different set of classes). Sequences are drawn from the generator passed to `sam
 
 **Sequences.** N = ``n_pairs`` item-label pairs then a target item, T = 2N + 1 tokens: items at
 positions 0, 2, ..., 2N − 2, each followed by its label at 2i + 1, the target at 2N. A *bursty*
-sequence (probability ``p_bursty``) draws N/B distinct classes (B = ``burstiness``) by Zipf
-without replacement, repeats each B times in a random order, and takes its target from the first
-class drawn (so the target's class is Zipf-distributed and always in the context). A non-bursty
+sequence (probability ``p_bursty``) draws N/B classes with distinct labels (B = ``burstiness``)
+one after another, each by Zipf among the classes whose label is not yet drawn (the reference
+code's ``no_repeats``), repeats each B times in a random order, and takes its target from the
+first class drawn (so the target's class is Zipf-distributed and always in the context, and the
+context holds exactly N/B distinct labels). A non-bursty
 sequence draws the target's class and the N context classes independently from Zipf.
 
 Evaluation sets (`icl_batch`, `iwl_batch`):
@@ -38,6 +40,7 @@ and ``bursty`` ``[B]`` bool.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +51,7 @@ from interp_icl.tasks.base import Batch
 from interp_icl.training.seeding import generator as named_generator
 
 PROB_FLOOR = 1e-12  # oracle probabilities are floored here before the log (27.6 nats at most)
+REJECTION_ROUNDS = 32  # rejection rounds of `_draw` before the masked draw of the rest
 
 
 class ClassificationTask:
@@ -86,13 +90,44 @@ class ClassificationTask:
         noise = torch.randn(means.shape, generator=g) / math.sqrt(self.item_dim)
         return (means + eps * noise) / math.sqrt(1 + eps**2)
 
+    def _draw(
+        self, n: int, g: torch.Generator, allowed: Callable[[Tensor, Tensor], Tensor]
+    ) -> Tensor:
+        """One class per row ``[n]`` int64, drawn ∝ the Zipf class probabilities among the classes
+        that ``allowed(rows, classes)`` (elementwise, broadcasting) permits for that row — the exact
+        conditional law. Rejection from the unconditioned law (cheap for large K); rows still
+        rejected after `REJECTION_ROUNDS` are drawn from their masked weights directly."""
+        out = torch.multinomial(self.class_probs, n, replacement=True, generator=g)
+        pending = torch.nonzero(~allowed(torch.arange(n), out)).flatten()
+        for _ in range(REJECTION_ROUNDS):
+            if len(pending) == 0:
+                return out
+            redraw = torch.multinomial(self.class_probs, len(pending), replacement=True, generator=g)
+            out[pending] = redraw
+            pending = pending[~allowed(pending, redraw)]
+        if len(pending):
+            every = torch.arange(len(self.class_probs)).expand(len(pending), -1)  # [m, K]
+            weights = self.class_probs * allowed(pending[:, None], every)
+            out[pending] = torch.multinomial(weights, 1, generator=g)[:, 0]
+        return out
+
     def _bursty_classes(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Context classes ``[n, N]`` (N/B distinct classes, B times each, shuffled) and target
-        classes ``[n]`` (the first class drawn)."""
+        """Context classes ``[n, N]`` (N/B classes with distinct labels, B times each, shuffled)
+        and target classes ``[n]`` (the first class drawn). The N/B classes are drawn one after
+        another, each ∝ Zipf among the classes whose label is not yet in the row."""
         groups = self.n_pairs // self.config.burstiness
-        weights = self.class_probs.float().expand(n, -1)
-        chosen = torch.multinomial(weights, groups, replacement=False, generator=g)  # [n, N/B]
-        return self._repeat_shuffled(chosen, g), chosen[:, 0]
+        labels = self.class_labels
+        taken = torch.empty(n, 0, dtype=torch.long)  # labels drawn so far [n, j]
+        chosen = []
+        for _ in range(groups):
+            def allowed(rows: Tensor, classes: Tensor, taken: Tensor = taken) -> Tensor:
+                return ~(labels[classes][..., None] == taken[rows]).any(-1)
+
+            drawn = self._draw(n, g, allowed)
+            chosen.append(drawn)
+            taken = torch.cat([taken, labels[drawn][:, None]], dim=1)
+        chosen_classes = torch.stack(chosen, dim=1)  # [n, N/B]
+        return self._repeat_shuffled(chosen_classes, g), chosen_classes[:, 0]
 
     def _repeat_shuffled(self, groups: Tensor, g: torch.Generator) -> Tensor:
         """``[n, N/B]`` -> each entry B times in a random order ``[n, N]``."""
@@ -105,12 +140,17 @@ class ClassificationTask:
     ) -> tuple[Tensor, Tensor]:
         """Non-bursty: target ``[n]`` and context classes ``[n, N]`` drawn i.i.d. by Zipf; with
         `exclude_target` the context is drawn from Zipf conditioned on differing from the target."""
-        target = torch.multinomial(self.class_probs.float(), n, replacement=True, generator=g)
-        weights = self.class_probs.float().expand(n, -1).clone()
-        if exclude_target:
-            weights[torch.arange(n), target] = 0.0
-        context = torch.multinomial(weights, self.n_pairs, replacement=True, generator=g)
-        return context, target
+        target = torch.multinomial(self.class_probs, n, replacement=True, generator=g)
+        if not exclude_target:
+            context = torch.multinomial(
+                self.class_probs, n * self.n_pairs, replacement=True, generator=g
+            )
+            return context.view(n, self.n_pairs), target
+        row_target = target.repeat_interleave(self.n_pairs)  # [n N]
+        context = self._draw(
+            n * self.n_pairs, g, lambda rows, classes: classes != row_target[rows]
+        )
+        return context.view(n, self.n_pairs), target
 
     def _assemble(
         self, items: Tensor, item_labels: Tensor, target: Tensor, target_label: Tensor
@@ -140,10 +180,14 @@ class ClassificationTask:
         """``n`` training-distribution sequences: a fraction p_bursty bursty, the rest i.i.d.
         Tokens ``[n, 2N + 1, D + 2N + 2]``; metadata ``classes`` ``[n, N + 1]``, ``bursty`` ``[n]``."""
         bursty = torch.rand(n, generator=generator) < self.config.p_bursty
-        context, target = self._bursty_classes(n, generator)
-        iid_context, iid_target = self._iid_classes(n, generator, exclude_target=False)
-        context = torch.where(bursty[:, None], context, iid_context)
-        target = torch.where(bursty, target, iid_target)
+        context = torch.empty(n, self.n_pairs, dtype=torch.long)
+        target = torch.empty(n, dtype=torch.long)
+        if bursty.any():
+            context[bursty], target[bursty] = self._bursty_classes(int(bursty.sum()), generator)
+        if not bursty.all():
+            context[~bursty], target[~bursty] = self._iid_classes(
+                int((~bursty).sum()), generator, exclude_target=False
+            )
         tokens = self._from_classes(context, target, generator)
         classes = torch.cat([context, target[:, None]], dim=1)
         return Batch(tokens, {"classes": classes, "bursty": bursty})

@@ -1,0 +1,457 @@
+"""Abrupt learning of in-context classification in Reddy (ICLR 2024)'s network.
+
+Usage:
+
+    python analyses/abrupt_learning.py [--seeds 0 1 2] [--steps 2000] [--out-dir runs]
+                                       [--no-l-equals-n]
+                                       [--report analyses/out/abrupt_learning.html]
+
+Every run is trained (or reused, resumed if partial) with the project's trainer, from the
+`abrupt-learning` preset: the paper's task (L = 32 labels, N = 8 pairs, D = 63, ε = 0.1,
+α = 0, bursty with B = 2) and network, with K = 2^14 classes and Adam (lr 1e-3) so that the
+transition happens within a CPU budget (see the preset). Arms, each over `--seeds`:
+
+* ``main``: the preset (``<out-dir>/abrupt-s<seed>``);
+* ``L = N``: B = 1 and L = N = 8 — every context holds all L labels (bursty contexts have
+  distinct labels), so picking a context label is no better than chance and the slow phase has
+  no gradient to follow (``abrupt-LeqN-s<seed>``);
+* ``L > N control``: B = 1, L = 32, the same budget (``abrupt-B1-s<seed>``), so that the L = N
+  arm differs from a learning one only in L.
+
+Measured per run, from the trainer's evaluations (every 25 steps, 512 fixed sequences per set)
+and from the progress measures at every checkpoint
+(`interp_icl.analysis.icl_classification.progress_over_checkpoints`, 512 sequences):
+
+* the slow-phase plateau: picking one of the N/B context labels at random gives accuracy B/N
+  (loss log(N/B)); ``learned``: final in-context (ICL) accuracy ≥ 0.9;
+* the transition: t10, t50, t90 = first evaluation step at which the ICL accuracy (median of 3
+  neighbouring evaluations) has covered 10 / 50 / 90 % of its rise from the plateau B/N to its
+  final value (mean of the last 4 evaluations); ``abrupt``: learned and the rise
+  t90 − t10 lasts at most half of the time before it (t10);
+* the loss drop (runs that learned): first step at which the loss (median of 3) is below the
+  midpoint of log(N/B) and its final value;
+* the progress measures (label→item attention in layer 1, target→correct-label and
+  target→all-labels attention in layer 2, context-label accuracy): the half-rise step of each
+  over the checkpoints (`interp_icl.curves.half_rise_step`); a measure "jumps with the loss" if
+  its half-rise is within (t90 − t10) + one checkpoint interval of the loss drop;
+  context-label accuracy "rises first" if its half-rise (from the evaluations) precedes t10.
+
+The phenomenological model (`interp_icl.theory.abrupt_learning`, a reconstruction) is run
+beside it: gradient descent from the origin for L = 32 and for L = N = 8.
+
+Writes a report (verdict table beside the paper's claims, figures, data) through the report
+machinery and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from interp_icl.analysis.icl_classification import progress_over_checkpoints
+from interp_icl.config import RunConfig
+from interp_icl.curves import crossing_steps, half_rise_step
+from interp_icl.presets import abrupt_learning as abrupt_learning_preset
+from interp_icl.theory import abrupt_learning as phenomenological
+from interp_icl.training import rundir
+from interp_icl.training.loading import load_run
+from interp_icl.training.trainer import open_run
+from interp_icl.viz.report import ReportPage, write_page
+
+LEARNED = 0.9  # final ICL accuracy that counts as "learned in context"
+ABRUPT_RATIO = 0.5  # the rise (t90 - t10) may last at most this fraction of the time before it
+N_PROGRESS = 512  # sequences of the progress measures at each checkpoint
+ATTENTION_MEASURES = ("label_to_item_attn", "target_to_correct_label_attn", "target_to_labels_attn")
+
+ARMS = {
+    # arm: (run-name prefix, task fields changed from the preset)
+    "main": ("abrupt", {}),
+    "L = N": ("abrupt-LeqN", {"burstiness": 1, "n_labels": 8}),
+    "L > N control": ("abrupt-B1", {"burstiness": 1}),
+}
+
+
+def arm_config(arm: str, seed: int, steps: int) -> RunConfig:
+    prefix, task_fields = ARMS[arm]
+    base = abrupt_learning_preset().to_dict()
+    base["name"] = f"{prefix}-s{seed}"
+    base["seed"] = seed
+    base["task"].update(task_fields)
+    base["model"]["n_labels"] = base["task"]["n_labels"]
+    base["train"]["steps"] = steps
+    return RunConfig.from_dict(base)
+
+
+def train_or_reuse(config: RunConfig, out_dir: Path) -> Path:
+    run = out_dir / config.name
+    open_run(config, run, resume=True).run()
+    return run
+
+
+def smoothed(curve: pd.Series) -> pd.Series:
+    """Median of each evaluation and its two neighbours (the ends keep what they have)."""
+    return curve.rolling(3, center=True, min_periods=1).median()
+
+
+def run_summary(run: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """The numbers of one run (module docstring), its evaluation curves and its progress
+    measures over checkpoints (long DataFrame step, metric, value, stderr, n)."""
+    loaded = load_run(run)
+    task = loaded.config.task
+    plateau_accuracy = task.burstiness / task.n_pairs
+    plateau_loss = math.log(task.n_pairs / task.burstiness)
+    metrics = loaded.metrics().set_index("step").sort_index()
+    accuracy = smoothed(metrics["icl_accuracy"])
+    loss = smoothed(metrics["eval_loss"])
+    final_accuracy = float(metrics["icl_accuracy"].iloc[-4:].mean())
+    final_loss = float(metrics["eval_loss"].iloc[-4:].mean())
+    crossings = crossing_steps(accuracy, plateau_accuracy, final_accuracy)
+    t10, t50, t90 = (
+        crossings[f] if final_accuracy > plateau_accuracy else None for f in (0.1, 0.5, 0.9)
+    )
+    learned = final_accuracy >= LEARNED
+    rise_steps = t90 - t10 if learned and None not in (t10, t90) else None
+    abrupt = bool(learned and rise_steps is not None and t10 and rise_steps <= ABRUPT_RATIO * t10)
+    loss_drop = (  # the transition's loss drop; none in a run that did not learn in context
+        crossing_steps(loss, plateau_loss, final_loss, (0.5,))[0.5] if learned else None
+    )
+    progress = progress_over_checkpoints(run, n=N_PROGRESS)
+    wide = progress.pivot(index="step", columns="metric", values="value")
+    interval = loaded.config.train.checkpoint_every
+    half_rise = {name: half_rise_step(wide[name]) for name in ATTENTION_MEASURES}
+    cla_half_rise = half_rise_step(metrics["context_label_accuracy"])
+    window = (rise_steps or 0) + interval
+    with_loss = {
+        name: None if step is None or loss_drop is None else abs(step - loss_drop) <= window
+        for name, step in half_rise.items()
+    }
+    summary = {
+        "run": str(run),
+        "seed": loaded.config.seed,
+        "n_labels": task.n_labels,
+        "burstiness": task.burstiness,
+        "steps": int(metrics.index[-1]),
+        "chance_accuracy": 1 / task.n_labels,
+        "plateau_accuracy": plateau_accuracy,
+        "final_icl_accuracy": final_accuracy,
+        "final_iwl_accuracy": float(metrics["iwl_accuracy"].iloc[-4:].mean()),
+        "final_context_label_accuracy": float(metrics["context_label_accuracy"].iloc[-4:].mean()),
+        "final_loss": final_loss,
+        "learned": learned,
+        "t10": t10,
+        "t50": t50,
+        "t90": t90,
+        "rise_steps": rise_steps,
+        "abrupt": abrupt,
+        "loss_drop_step": loss_drop,
+        "context_label_half_rise": cla_half_rise,
+        "context_label_first": None
+        if cla_half_rise is None or t10 is None
+        else cla_half_rise < t10,
+        **{f"{name}_half_rise": step for name, step in half_rise.items()},
+        **{f"{name}_with_loss": value for name, value in with_loss.items()},
+    }
+    curves = metrics[["eval_loss", "icl_accuracy", "context_label_accuracy", "iwl_accuracy"]]
+    return summary, curves.reset_index(), progress
+
+
+def phenomenological_runs() -> dict[str, tuple[pd.DataFrame, dict]]:
+    """Gradient descent on the reconstructed phenomenological loss from the origin, N = 8,
+    for L = 32 and L = N = 8 (lr 0.1, 3000 steps): trajectory and growth order."""
+    out = {}
+    for name, labels in (("L = 32", 32), ("L = N = 8", 8)):
+        trajectory = phenomenological.gradient_flow(
+            n_items=8, n_labels=labels, steps=3000, record_every=1
+        )
+        out[name] = (trajectory, phenomenological.growth_order(trajectory))
+    return out
+
+
+def step_text(step: float | None) -> str:
+    """A step for the tables: an integer, or "–" when there is none (None or NaN)."""
+    return "–" if step is None or math.isnan(step) else str(int(step))
+
+
+def verdict_rows(results: pd.DataFrame, theory: dict) -> list[tuple[str, str, str, bool | None]]:
+    main = results[results.arm == "main"]
+    rows = [
+        (
+            f"main arm: seeds with an abrupt ICL transition ({len(main)} seeds)",
+            f"{int(main.abrupt.sum())} / {len(main)} (rise t90−t10: "
+            + ", ".join(step_text(s) for s in main.rise_steps)
+            + " steps after t10 = "
+            + ", ".join(step_text(s) for s in main.t10)
+            + ")",
+            "slow phase, then an abrupt rise of ICL accuracy, every seed (paper: six seeds)",
+            bool(main.abrupt.all()) if len(main) else None,
+        ),
+        (
+            "main arm: final ICL accuracy (novel classes)",
+            ", ".join(f"{v:.3f}" for v in main.final_icl_accuracy),
+            f"≥ {LEARNED}",
+            bool((main.final_icl_accuracy >= LEARNED).all()) if len(main) else None,
+        ),
+        (
+            "main arm: context-label accuracy rises before the transition (half-rise < t10)",
+            ", ".join(
+                f"{step_text(a)} < {step_text(b)}"
+                for a, b in zip(main.context_label_half_rise, main.t10)
+            ),
+            "context-label accuracy rises first (slow phase)",
+            bool(main.context_label_first.all()) if len(main) else None,
+        ),
+    ]
+    for name, label in (
+        ("label_to_item_attn", "layer-1 label→item attention"),
+        ("target_to_correct_label_attn", "layer-2 target→correct-label attention"),
+    ):
+        rows.append(
+            (
+                f"main arm: {label} half-rise vs loss drop (steps)",
+                ", ".join(
+                    f"{step_text(a)} vs {step_text(b)}"
+                    for a, b in zip(main[f"{name}_half_rise"], main.loss_drop_step)
+                ),
+                "jumps together with the loss",
+                bool(main[f"{name}_with_loss"].all()) if len(main) else None,
+            )
+        )
+    rows.append(
+        (
+            "main arm: layer-2 target→all-labels attention half-rise (steps)",
+            ", ".join(step_text(s) for s in main.target_to_labels_attn_half_rise),
+            "rises in the slow phase with context-label accuracy (reported, not judged)",
+            None,
+        )
+    )
+    equal = results[results.arm == "L = N"]
+    control = results[results.arm == "L > N control"]
+    if len(equal):
+        rows.append(
+            (
+                f"L = N = 8 (B = 1): seeds that learn ICL within {int(equal.steps.max())} steps",
+                f"{int(equal.learned.sum())} / {len(equal)} (final ICL accuracy "
+                + ", ".join(f"{v:.3f}" for v in equal.final_icl_accuracy)
+                + f"; chance {1 / 8:.3f})",
+                "none (paper: the full model learns for L > N but not when L = N)",
+                not bool(equal.learned.any()),
+            )
+        )
+    if len(control):
+        rows.append(
+            (
+                "L = 32 control (B = 1), same budget: seeds that learn ICL",
+                f"{int(control.learned.sum())} / {len(control)} (final ICL accuracy "
+                + ", ".join(f"{v:.3f}" for v in control.final_icl_accuracy)
+                + ")",
+                "all (L > N learns)",
+                bool(control.learned.all()),
+            )
+        )
+    greater, equal_theory = theory["L = 32"], theory["L = N = 8"]
+    rise = greater[1]["rise_step"]
+    rows.append(
+        (
+            "phenomenological model (reconstruction), L = 32: growth order from the origin",
+            " → ".join(greater[1]["order"])
+            + f" (rise steps ξ {rise['xi']}, α {rise['alpha']}, β {rise['beta']})",
+            "ξ → α → β (sequential learning of the nested logits)",
+            greater[1]["matches_expected_order"],
+        )
+    )
+    moved = float(equal_theory[0][["beta", "alpha", "xi"]].abs().to_numpy().max())
+    rows.append(
+        (
+            (
+                "phenomenological model (reconstruction), L = N = 8: largest parameter change "
+                "from the origin in 3000 steps"
+            ),
+            f"{moved:.1e}",
+            "0 (no learning when L = N)",
+            moved == 0.0,
+        )
+    )
+    return rows
+
+
+def run_rows(results: pd.DataFrame) -> list[tuple[str, str, str, bool | None]]:
+    """One row per run: final accuracies and loss, transition steps, abrupt (main arm only)."""
+    return [
+        (
+            f"{r.arm}, seed {r.seed}",
+            (
+                f"ICL {r.final_icl_accuracy:.3f}, IWL {r.final_iwl_accuracy:.3f}, "
+                f"loss {r.final_loss:.3f}"
+            ),
+            (
+                f"t10 / t50 / t90 {step_text(r.t10)} / {step_text(r.t50)} / {step_text(r.t90)}, "
+                f"loss drop {step_text(r.loss_drop_step)}"
+            ),
+            r.abrupt if r.arm == "main" else None,
+        )
+        for r in results.itertuples()
+    ]
+
+
+def curves_figure(page: ReportPage, curves: pd.DataFrame) -> str:
+    """ICL accuracy, context-label accuracy and loss over steps, one line per run."""
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        subplot_titles=[
+            "ICL accuracy (novel classes)",
+            "context-label accuracy",
+            "training-distribution loss (nats)",
+        ],
+    )
+    for (arm, seed), frame in curves.groupby(["arm", "seed"]):
+        for row, column in enumerate(("icl_accuracy", "context_label_accuracy", "eval_loss"), 1):
+            fig.add_trace(
+                go.Scatter(
+                    x=frame.step,
+                    y=frame[column],
+                    mode="lines",
+                    name=f"{arm}, seed {seed}",
+                    legendgroup=f"{arm}{seed}",
+                    showlegend=row == 1,
+                ),
+                row=row,
+                col=1,
+            )
+    fig.update_layout(height=760, title="evaluation curves (every 25 steps, 512 sequences)")
+    fig.update_xaxes(title_text="step", row=3, col=1)
+    return page.figure(fig, "curves.csv", curves)
+
+
+def progress_figure(page: ReportPage, progress: pd.DataFrame) -> str:
+    """The progress measures of the main arm over checkpoints, one panel per measure."""
+    main = progress[progress.arm == "main"]
+    metrics = [
+        *ATTENTION_MEASURES,
+        "previous_token_mul",
+        "induction_mul",
+        "context_label_accuracy",
+        "icl_accuracy",
+    ]
+    fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, subplot_titles=metrics)
+    for seed, frame in main.groupby("seed"):
+        for row, metric in enumerate(metrics, 1):
+            part = frame[frame.metric == metric]
+            fig.add_trace(
+                go.Scatter(
+                    x=part.step,
+                    y=part.value,
+                    error_y={"type": "data", "array": part.stderr, "visible": True},
+                    mode="lines+markers",
+                    marker={"size": 3},
+                    name=f"seed {seed}",
+                    legendgroup=str(seed),
+                    showlegend=row == 1,
+                ),
+                row=row,
+                col=1,
+            )
+    fig.update_layout(
+        height=200 * len(metrics), title="progress measures over checkpoints (main arm)"
+    )
+    fig.update_xaxes(title_text="step", row=len(metrics), col=1)
+    return page.figure(fig, "progress_measures.csv", main)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--out-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--no-l-equals-n", action="store_true", help="skip the L = N arms")
+    parser.add_argument("--report", type=Path, default=Path("analyses/out/abrupt_learning.html"))
+    args = parser.parse_args()
+    if args.steps < 100:
+        print(f"error: --steps must be at least 100, got {args.steps}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    arms = ["main"] if args.no_l_equals_n else list(ARMS)
+    summaries, curves, progress = [], [], []
+    for arm in arms:
+        for seed in args.seeds:
+            run = train_or_reuse(arm_config(arm, seed, args.steps), args.out_dir)
+            summary, run_curves, run_progress = run_summary(run)
+            summaries.append({"arm": arm, **summary})
+            curves.append(run_curves.assign(arm=arm, seed=seed))
+            progress.append(run_progress.assign(arm=arm, seed=seed))
+    results = pd.DataFrame(summaries)
+    theory = phenomenological_runs()
+    seconds = time.perf_counter() - started
+
+    pd.set_option("display.width", 200)
+    shown = [
+        "arm",
+        "seed",
+        "final_icl_accuracy",
+        "learned",
+        "t10",
+        "t90",
+        "rise_steps",
+        "abrupt",
+        "loss_drop_step",
+        "context_label_half_rise",
+        "label_to_item_attn_half_rise",
+        "target_to_correct_label_attn_half_rise",
+    ]
+    print(results[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    page = ReportPage()
+    rows = verdict_rows(results, theory)
+    header = ["quantity", "measured", "paper / expected", "holds"]
+    for quantity, measured, _, holds in rows:
+        print(f"{'yes' if holds else ('no' if holds is False else '  ')}  {quantity}: {measured}")
+    page.add(
+        "verdicts",
+        "Verdicts",
+        page.verdict_table("verdicts.csv", rows, header)
+        + f"<p>Runs: the <code>abrupt-learning</code> preset (K = 2<sup>14</sup>, Adam lr 1e-3, "
+        f"batch 128), {args.steps} steps, seeds {', '.join(map(str, args.seeds))}. Plateau "
+        "level: B/N (a random pick among the N/B context labels). Abrupt: the rise from 10 % to "
+        f"90 % of the way from B/N to the final accuracy lasts at most {ABRUPT_RATIO:g} × the "
+        "steps before it. The phenomenological model is the project's reconstruction of the "
+        "paper's (docs/abrupt_learning.md).</p>",
+    )
+    page.add(
+        "runs",
+        "Runs",
+        page.verdict_table(
+            "runs.csv", run_rows(results), ["run", "final accuracies, loss", "transition", "abrupt"]
+        ),
+    )
+    page.data["summary.csv"] = results
+    curve_frame = pd.concat(curves, ignore_index=True)
+    progress_frame = pd.concat(progress, ignore_index=True)
+    figures = curves_figure(page, curve_frame) + progress_figure(page, progress_frame)
+    for name, (trajectory, growth) in theory.items():
+        fig, data = phenomenological.trajectory_figure(trajectory, growth)
+        fig.update_layout(title=f"phenomenological model (reconstruction), N = 8, {name}")
+        slug = name.replace(" ", "").replace("=", "_")
+        figures += page.figure(fig, f"phenomenological_{slug}.csv", data)
+    page.add("figures", "Figures", figures)
+    page.data["report.json"] = {
+        "seconds": round(seconds, 1),
+        "threads": torch.get_num_threads(),
+        "seeds": args.seeds,
+        "steps": args.steps,
+        "versions": rundir.package_versions(),
+    }
+    write_page(page, args.report, "Abrupt learning in in-context classification")
+    print(f"{seconds:.0f} s; report: {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
