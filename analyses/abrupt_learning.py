@@ -111,8 +111,12 @@ def run_summary(run: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     metrics = loaded.metrics().set_index("step").sort_index()
     accuracy = smoothed(metrics["icl_accuracy"])
     loss = smoothed(metrics["eval_loss"])
-    final_accuracy = float(metrics["icl_accuracy"].iloc[-4:].mean())
-    final_loss = float(metrics["eval_loss"].iloc[-4:].mean())
+
+    def final(column: str) -> float:
+        """Mean of the last four evaluations."""
+        return float(metrics[column].iloc[-4:].mean())
+
+    final_accuracy, final_loss = final("icl_accuracy"), final("eval_loss")
     crossings = crossing_steps(accuracy, plateau_accuracy, final_accuracy)
     t10, t50, t90 = (
         crossings[f] if final_accuracy > plateau_accuracy else None for f in (0.1, 0.5, 0.9)
@@ -142,8 +146,8 @@ def run_summary(run: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
         "chance_accuracy": 1 / task.n_labels,
         "plateau_accuracy": plateau_accuracy,
         "final_icl_accuracy": final_accuracy,
-        "final_iwl_accuracy": float(metrics["iwl_accuracy"].iloc[-4:].mean()),
-        "final_context_label_accuracy": float(metrics["context_label_accuracy"].iloc[-4:].mean()),
+        "final_iwl_accuracy": final("iwl_accuracy"),
+        "final_context_label_accuracy": final("context_label_accuracy"),
         "final_loss": final_loss,
         "learned": learned,
         "t10": t10,

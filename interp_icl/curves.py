@@ -14,21 +14,17 @@ def half_rise_step(curve: pd.Series) -> int | None:
     curve = curve.dropna()
     if len(curve) < 2:
         return None
-    start, end = float(curve.iloc[0]), float(curve.iloc[-1])
-    if math.isclose(start, end, abs_tol=1e-12):
-        return None
-    halfway = start + 0.5 * (end - start)
-    reached = curve[(curve - halfway) * math.copysign(1.0, end - start) >= 0]
-    return int(reached.index[0])
+    return crossing_steps(curve, float(curve.iloc[0]), float(curve.iloc[-1]), (0.5,))[0.5]
 
 
 def crossing_steps(
     curve: pd.Series, start: float, end: float, fractions: tuple[float, ...] = (0.1, 0.5, 0.9)
 ) -> dict[float, int | None]:
-    """For each fraction f, the first step (index of `curve`, ascending) at which the curve has
-    covered at least f of the way from the level `start` to the level `end` (rising or falling,
-    by the sign of end - start); None where it never does, or for every f when start == end."""
-    curve = curve.dropna().sort_index()
+    """For each fraction f, the first step (index of `curve`, in its order: steps ascending) at
+    which the curve has covered at least f of the way from the level `start` to the level `end`
+    (rising or falling, by the sign of end - start); None where it never does, or for every f
+    when start == end."""
+    curve = curve.dropna()
     if math.isclose(start, end, abs_tol=1e-12):
         return {f: None for f in fractions}
     sign = math.copysign(1.0, end - start)
