@@ -61,9 +61,9 @@ from interp_icl.config import RunConfig
 from interp_icl.curves import crossing_steps, half_rise_step
 from interp_icl.presets import abrupt_learning as abrupt_learning_preset
 from interp_icl.theory import abrupt_learning as phenomenological
-from interp_icl.training import rundir
-from interp_icl.training.loading import load_run
-from interp_icl.training.trainer import open_run
+from interp_icl.runs import rundir
+from interp_icl.runs import load_run
+from interp_icl.runs import open_run
 from interp_icl.viz.report import ReportPage, write_page
 
 LEARNED = 0.9  # final ICL accuracy that counts as "learned in context"

@@ -57,10 +57,10 @@ from interp_icl.analysis.implicit_update import (
 )
 from interp_icl.config import RunConfig
 from interp_icl.presets import implicit_update as implicit_update_preset
-from interp_icl.training import rundir
-from interp_icl.training.loading import load_run
+from interp_icl.runs import rundir
+from interp_icl.runs import load_run
 from interp_icl.training.seeding import generator
-from interp_icl.training.trainer import open_run
+from interp_icl.runs import open_run
 from interp_icl.viz.report import ReportPage, write_page
 
 LEARNING_RATES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)

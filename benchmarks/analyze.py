@@ -17,11 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-IMPORTS = "import interp_icl.analysis.pipeline, interp_icl.analysis.console, interp_icl.training.loading"
+IMPORTS = "import interp_icl.analysis.console, interp_icl.runs"
 IN_PROCESS = """
 import time, torch
 torch.set_num_threads({threads})
-from interp_icl.analysis.pipeline import analyze_checkpoint, AnalysisSettings
+from interp_icl.analysis.pipeline import AnalysisSettings
+from interp_icl.runs import analyze_checkpoint
 analyze_checkpoint({run!r}, "last", AnalysisSettings(), use_cache=False)  # warm-up
 t = time.perf_counter()
 analyze_checkpoint({run!r}, "last", AnalysisSettings(), use_cache=False)

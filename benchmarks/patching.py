@@ -27,7 +27,7 @@ from speed import median_seconds  # benchmarks/ is on sys.path when run as a scr
 
 from interp_icl.patching import Metric, Target, patch_sweep
 from interp_icl.patching.sources import cached_activations
-from interp_icl.training.loading import load_run
+from interp_icl.runs import load_run
 
 SEQ_LEN = 64
 MEMORY_PROBE = """

@@ -14,8 +14,8 @@ from interp_icl.errors import InterpICLError
 __version__ = "0.1.0"
 
 _LAZY = {
-    "LoadedRun": "interp_icl.training.loading",
-    "load_run": "interp_icl.training.loading",
+    "LoadedRun": "interp_icl.runs.loading",
+    "load_run": "interp_icl.runs.loading",
     "Trainer": "interp_icl.training.trainer",
     "build_model": "interp_icl.models",
     "next_token_log_probs": "interp_icl.models",

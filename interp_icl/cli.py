@@ -46,7 +46,7 @@ def _base_config(config: Optional[Path], preset: Optional[str]) -> RunConfig:
 
 
 def _train(config: RunConfig, run_dir: Path, force: bool, resume: bool, progress: bool) -> dict[str, Any]:
-    from interp_icl.training.trainer import open_run
+    from interp_icl.runs import open_run
 
     trainer = open_run(config, run_dir, resume=resume, force=force, progress=progress)
     if trainer.step >= trainer.total_steps:
@@ -199,7 +199,7 @@ def quickstart(
     ratio = final["eval_loss"] / final["bayes_loss"]
     console.print(f"model loss / Bayes loss = {ratio:.4f} (all targets)")
     from interp_icl.analysis.console import role_summary
-    from interp_icl.analysis.pipeline import analyze_checkpoint
+    from interp_icl.runs import analyze_checkpoint
 
     analysis = analyze_checkpoint(run_dir, "last")
     console.print(role_summary(analysis, f"three roles at step {analysis.step} (interp-icl analyze {run_dir} for more)"))
@@ -233,8 +233,9 @@ def analyze(
 ) -> None:
     """Measure copier, selector and classifier roles (and head scores, theory) on a run's checkpoints."""
     from interp_icl.analysis.console import analysis_tables
-    from interp_icl.analysis.dynamics import dynamics, stage_order
-    from interp_icl.analysis.pipeline import PASSES, AnalysisSettings, analyze_checkpoint, resolve_steps, write_outputs
+    from interp_icl.analysis.dynamics import stage_order
+    from interp_icl.analysis.pipeline import PASSES, AnalysisSettings
+    from interp_icl.runs import analyze_checkpoint, dynamics, resolve_steps, write_outputs
 
     chosen_passes = PASSES if passes is None else tuple(p.strip() for p in passes.split(",") if p.strip())
     settings = AnalysisSettings(passes=chosen_passes, n_sequences=n_sequences, seed=seed, n_kernels=n_kernels)
@@ -288,8 +289,8 @@ def patch(
     """Patch every head/position of one site on a checkpoint; write the table, summary and heatmap.
 
     With --roles: the three component-role experiments with their verdicts (docs/patching.md)."""
-    from interp_icl.analysis.pipeline import resolve_steps, write_outputs
-    from interp_icl.patching.experiment import PatchSettings, run_experiment
+    from interp_icl.patching.experiment import PatchSettings
+    from interp_icl.runs import resolve_steps, run_patch, write_outputs
     from interp_icl.viz.html import write_figures_html
     from interp_icl.viz.patching import patch_heatmap
 
@@ -304,7 +305,7 @@ def patch(
         n_sequences=64 if n_sequences is None else n_sequences, seed=seed, memory_mb=memory_mb,
         attribution=attribution, layers=_parse_layers(layers),
     )
-    experiment = run_experiment(run, chosen, settings, progress=progress)
+    experiment = run_patch(run, chosen, settings, progress=progress)
     result = experiment.result
     console.print(_patch_table(experiment))
     how = f"{settings.ablate} ablation" if settings.ablate else f"{settings.mode} ({settings.corrupt} corruption)"
@@ -335,9 +336,8 @@ def _roles(run: Path, step: int, n_sequences: int, seed: int, out_dir: Path, pro
     """Run the role experiments on one checkpoint, print them, write RUN/patching/roles_step<N>.*."""
     from contextlib import nullcontext
 
-    from interp_icl.analysis.pipeline import write_outputs
     from interp_icl.patching.console import role_tables, verdict_table
-    from interp_icl.patching.experiment import run_roles
+    from interp_icl.runs import run_roles, write_outputs
 
     status = console.status("running the role experiments (copier, selector, classifier)") if progress else nullcontext()
     with status:
@@ -406,7 +406,7 @@ def _patch_table(experiment) -> Table:
 def runs(out_dir: Path = typer.Option(Path("runs"), help="Where run directories live.")) -> None:
     """List runs with their last step, held-out loss and loss - Bayes."""
     require(out_dir.is_dir(), f"{out_dir} does not exist; train a run first")
-    from interp_icl.training import rundir
+    from interp_icl.runs import rundir
 
     table = Table(title=f"runs in {out_dir}")
     for column in ("run", "family", "task", "step", "loss", "loss - Bayes", "last-token loss - Bayes"):

@@ -5,11 +5,11 @@ import json
 import pandas as pd
 import pytest
 
-import interp_icl.analysis.pipeline as pipeline
-from interp_icl.analysis.dynamics import dynamics, half_rise_step, stage_order
-from interp_icl.analysis.pipeline import AnalysisSettings, analyze_checkpoint
+import interp_icl.runs.analysis as runs_analysis
+from interp_icl.analysis.dynamics import half_rise_step, stage_order
+from interp_icl.analysis.pipeline import AnalysisSettings
 from interp_icl.errors import InterpICLError
-from interp_icl.training.trainer import Trainer
+from interp_icl.runs import analyze_checkpoint, create_run, dynamics, store
 from tests.test_cli import run_cli
 
 FAST = dict(n_sequences=16, n_kernels=50)
@@ -20,7 +20,7 @@ def tiny_run(tmp_path_factory):
     from tests.conftest import tiny_config
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    Trainer.create(tiny_config(train={"steps": 8, "checkpoint_every": 8}), run_dir, progress=False).run()
+    create_run(tiny_config(train={"steps": 8, "checkpoint_every": 8}), run_dir, progress=False).run()
     return run_dir
 
 
@@ -28,17 +28,15 @@ def test_checkpoint_analysis_is_cached_and_deterministic(tiny_run, monkeypatch):
     settings = AnalysisSettings(**FAST)
     first = analyze_checkpoint(tiny_run, "last", settings, use_cache=False)
     assert set(first.results) == {"copier", "selector", "classifier", "head_scores", "theory"}
-    where = pipeline.cache_dir(tiny_run, 8, settings)
-    assert (where / "table.parquet").is_file()
-    # other settings get their own cache directory, the default ones the plain step name
-    assert where.name.startswith("step_00000008-")
-    assert pipeline.cache_dir(tiny_run, 8, AnalysisSettings()).name == "step_00000008"
-    assert pipeline.cache_dir(tiny_run, 8, AnalysisSettings(n_sequences=17, n_kernels=50)) != where
+    where = store.entry_dir(tiny_run, "analysis", 8, settings.key())
+    assert (where / "table.parquet").is_file() and where.name.startswith("step_00000008-")
+    # other settings get their own folder in the run's result store
+    assert store.entry_dir(tiny_run, "analysis", 8, AnalysisSettings(n_sequences=17, n_kernels=50).key()) != where
     table = first.table()
     assert {"step", "pass", "unit", "metric", "mean", "stderr", "n"} <= set(table.columns)
     assert (table["step"] == 8).all()
 
-    monkeypatch.setattr(pipeline, "analyze_model", lambda *a, **k: pytest.fail("cache not used"))
+    monkeypatch.setattr(runs_analysis, "analyze_model", lambda *a, **k: pytest.fail("cache not used"))
     cached = analyze_checkpoint(tiny_run, "last", settings)
     assert cached.summary()["selector"] == json.loads(json.dumps(first.summary()["selector"]))
     pd.testing.assert_series_equal(cached.table()["mean"], table["mean"], check_names=False)
@@ -47,7 +45,7 @@ def test_checkpoint_analysis_is_cached_and_deterministic(tiny_run, monkeypatch):
     pd.testing.assert_frame_equal(again.table(), table)  # same seed, same numbers
     # an analysis with other settings does not evict this one
     analyze_checkpoint(tiny_run, "last", AnalysisSettings(passes=("copier",), n_sequences=8))
-    monkeypatch.setattr(pipeline, "analyze_model", lambda *a, **k: pytest.fail("cache evicted"))
+    monkeypatch.setattr(runs_analysis, "analyze_model", lambda *a, **k: pytest.fail("cache evicted"))
     analyze_checkpoint(tiny_run, "last", settings)
 
 
@@ -85,7 +83,7 @@ def test_half_rise_step():
 
 
 def test_settings_and_steps_reject_bad_input(tiny_run):
-    from interp_icl.analysis.pipeline import resolve_steps
+    from interp_icl.runs import resolve_steps
     from interp_icl.cli import _parse_step
 
     with pytest.raises(InterpICLError, match="unknown analysis pass"):

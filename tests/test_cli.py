@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from interp_icl.training import rundir
+from interp_icl.runs import rundir
 from tests.conftest import tiny_config
 
 CLI = [sys.executable, "-m", "interp_icl.cli"]

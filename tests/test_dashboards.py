@@ -21,7 +21,7 @@ from interp_icl.models.handmade_gih import gih_for_parents
 from interp_icl.models.handmade_standard import induction_circuit
 from interp_icl.tasks.markov import MarkovTask
 from interp_icl.training.seeding import generator
-from interp_icl.training.trainer import Trainer
+from interp_icl.runs import create_run
 from interp_icl.viz import explorer
 from tests.conftest import tiny_config
 
@@ -37,7 +37,7 @@ PLOTLY = "application/vnd.plotly.v1+json"
 def tiny_run(tmp_path_factory) -> Path:
     """A 40-step standard run on 24-token Markov sequences with parents {1} (about 4 s)."""
     run = tmp_path_factory.mktemp("dashboards") / "tiny"
-    Trainer.create(tiny_config(train={"steps": 40}), run, force=True, progress=False).run()
+    create_run(tiny_config(train={"steps": 40}), run, force=True, progress=False).run()
     return run
 
 

@@ -320,21 +320,21 @@ def run_config(**train):
 
 
 def test_trains_resumes_exactly_and_measures_every_checkpoint(tmp_path):
-    from interp_icl.training import rundir
-    from interp_icl.training.loading import load_run
-    from interp_icl.training.trainer import Trainer
+    from interp_icl.runs import rundir
+    from interp_icl.runs import load_run
+    from interp_icl.runs import create_run, resume_run
 
     cfg = run_config()
     assert cfg.model.n_labels == 8  # filled in from the task
-    full = Trainer.create(cfg, tmp_path / "full", progress=False).run()
+    full = create_run(cfg, tmp_path / "full", progress=False).run()
     for key in ("eval_loss", "icl_accuracy", "iwl_accuracy", "context_label_accuracy"):
         assert key in full.final
     assert full.final["loss_minus_bayes"] == pytest.approx(
         full.final["eval_loss"] - full.final["bayes_loss"]
     )
     assert full.final["uniform_loss"] == pytest.approx(math.log(8))
-    Trainer.create(cfg, tmp_path / "cut", progress=False).run(stop_after=17)
-    resumed = Trainer.resume(tmp_path / "cut", progress=False)
+    create_run(cfg, tmp_path / "cut", progress=False).run(stop_after=17)
+    resumed = resume_run(tmp_path / "cut", progress=False)
     assert resumed.step == 16
     resumed.run()
 

@@ -233,13 +233,13 @@ def test_float32_model_is_exact_to_float32_rounding():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from interp_icl.training.loading import load_run
-    from interp_icl.training.trainer import Trainer
+    from interp_icl.runs import load_run
+    from interp_icl.runs import create_run
     from tests.conftest import tiny_config
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     config = tiny_config(train={"steps": 40, "eval_every": 40, "checkpoint_every": 40})
-    Trainer.create(config, run_dir, force=True, progress=False).run()
+    create_run(config, run_dir, force=True, progress=False).run()
     return load_run(run_dir).model.double()
 
 
@@ -411,8 +411,8 @@ def test_regression_block_pass_and_float32():
 @pytest.fixture(scope="module")
 def trained_block(tmp_path_factory):
     from interp_icl.config import RunConfig
-    from interp_icl.training.loading import load_run
-    from interp_icl.training.trainer import Trainer
+    from interp_icl.runs import load_run
+    from interp_icl.runs import create_run
 
     config = RunConfig.from_dict(
         {
@@ -432,7 +432,7 @@ def trained_block(tmp_path_factory):
         }
     )
     run_dir = tmp_path_factory.mktemp("runs") / "tiny-block"
-    Trainer.create(config, run_dir, force=True, progress=False).run()
+    create_run(config, run_dir, force=True, progress=False).run()
     return load_run(run_dir)
 
 

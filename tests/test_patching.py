@@ -13,8 +13,8 @@ from interp_icl.errors import InterpICLError
 from interp_icl.models import build_model
 from interp_icl.models.handmade_gih import gih_for_parents
 from interp_icl.patching import Metric, Target, ablation, activation_patching, target_loss
-from interp_icl.training.loading import load_run
-from interp_icl.training.trainer import Trainer
+from interp_icl.runs import load_run
+from interp_icl.runs import create_run
 from tests.conftest import tiny_config
 
 ORACLES = {
@@ -42,7 +42,7 @@ def models(tmp_path_factory):
     config = tiny_config()
     random = build_model(config.model, 3, config.task.seq_len, seed=5).eval()
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    Trainer.create(config, run_dir, progress=False).run()
+    create_run(config, run_dir, progress=False).run()
     return {"random": random, "trained": load_run(run_dir).model}
 
 
@@ -370,7 +370,7 @@ def test_patch_cli_writes_table_summary_and_offline_heatmap(tmp_path):
     from tests.test_cli import run_cli
 
     run_dir = tmp_path / "tiny"
-    Trainer.create(
+    create_run(
         tiny_config(train={"steps": 8, "checkpoint_every": 8}), run_dir, progress=False
     ).run()
     done = run_cli("patch", str(run_dir), "--n-sequences", "8", "--no-progress", cwd=tmp_path)

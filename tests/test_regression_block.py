@@ -152,14 +152,14 @@ def tiny_block_config(**train):
 
 
 def test_trains_resumes_exactly_and_loads(tmp_path):
-    from interp_icl.training import rundir
-    from interp_icl.training.loading import load_run
-    from interp_icl.training.trainer import Trainer
+    from interp_icl.runs import rundir
+    from interp_icl.runs import load_run
+    from interp_icl.runs import create_run, resume_run
 
     cfg = tiny_block_config()
-    Trainer.create(cfg, tmp_path / "full", progress=False).run()
-    Trainer.create(cfg, tmp_path / "cut", progress=False).run(stop_after=27)
-    resumed = Trainer.resume(tmp_path / "cut", progress=False)
+    create_run(cfg, tmp_path / "full", progress=False).run()
+    create_run(cfg, tmp_path / "cut", progress=False).run(stop_after=27)
+    resumed = resume_run(tmp_path / "cut", progress=False)
     assert resumed.step == 24
     resumed.run()
 

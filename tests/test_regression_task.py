@@ -109,11 +109,11 @@ def test_trained_one_layer_lsa_matches_one_gd_step(tmp_path):
     lr 3e-3 the same run can still sit on its plateau, cosine ~0.4: the size is chosen to be past
     it for every seed tried.)"""
     from interp_icl.theory import linear_regression_gd as gd
-    from interp_icl.training import rundir
-    from interp_icl.training.loading import load_run
-    from interp_icl.training.trainer import Trainer
+    from interp_icl.runs import rundir
+    from interp_icl.runs import load_run
+    from interp_icl.runs import create_run
 
-    Trainer.create(lsa_config(), tmp_path / "lsa", progress=False).run()
+    create_run(lsa_config(), tmp_path / "lsa", progress=False).run()
     sample = gd.sample_regression(1024, 12, 4, torch.Generator().manual_seed(5))
     cosines = {}
     for step in (0, 3000):
@@ -128,14 +128,14 @@ def test_trained_one_layer_lsa_matches_one_gd_step(tmp_path):
 
 
 def test_lsa_run_resumes_exactly(tmp_path):
-    from interp_icl.training import rundir
-    from interp_icl.training.loading import load_run
-    from interp_icl.training.trainer import Trainer
+    from interp_icl.runs import rundir
+    from interp_icl.runs import load_run
+    from interp_icl.runs import create_run, resume_run
 
     cfg = lsa_config(steps=40, eval_every=10, checkpoint_every=20)
-    Trainer.create(cfg, tmp_path / "full", progress=False).run()
-    Trainer.create(cfg, tmp_path / "cut", progress=False).run(stop_after=27)
-    resumed = Trainer.resume(tmp_path / "cut", progress=False)
+    create_run(cfg, tmp_path / "full", progress=False).run()
+    create_run(cfg, tmp_path / "cut", progress=False).run(stop_after=27)
+    resumed = resume_run(tmp_path / "cut", progress=False)
     assert resumed.step == 24  # the last checkpoint before 27 (log-spaced + every 20)
     resumed.run()
     strip = [

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from interp_icl.errors import InterpICLError
-from interp_icl.training.trainer import Trainer
+from interp_icl.runs import create_run
 from interp_icl.viz.report import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -37,7 +37,7 @@ def small_run(tmp_path_factory):
         sizes = []
     else:
         run = tmp_path_factory.mktemp("report") / "tiny"
-        Trainer.create(tiny_config(), run, force=True, progress=False).run()
+        create_run(tiny_config(), run, force=True, progress=False).run()
         sizes = ["--n-sequences", "32", "--n-kernels", "50", "--dynamics-sequences", "16"]
     cli = Path(sys.executable).with_name("interp-icl")
     done = subprocess.run(
@@ -91,7 +91,7 @@ def test_report_attention_values_equal_the_model_patterns(small_run):
     import torch
 
     from interp_icl.analysis.common import hook_cache
-    from interp_icl.training.loading import load_run
+    from interp_icl.runs import load_run
     from interp_icl.training.seeding import generator
 
     loaded = load_run(small_run)
@@ -186,7 +186,7 @@ def test_report_renders_offline_in_headless_chromium(small_run):
 def test_report_on_a_gih_run_patches_each_layer_and_shows_its_weights(tmp_path):
     """gih layers differ in head count (3 vs 1): the default sweep runs per layer; the report
     also draws the relative-position weights, whose data are the model's w_rpe."""
-    from interp_icl.training.loading import load_run
+    from interp_icl.runs import load_run
     from tests.conftest import tiny_config
 
     run = tmp_path / "gih"
@@ -194,7 +194,7 @@ def test_report_on_a_gih_run_patches_each_layer_and_shows_its_weights(tmp_path):
         model={"family": "gih", "n_heads": 2, "window": 2, "max_degree": 2},
         train={"steps": 8, "checkpoint_every": 8},
     )
-    Trainer.create(config, run, force=True, progress=False).run()
+    create_run(config, run, force=True, progress=False).run()
     build_report(run, n_sequences=16, n_kernels=20, dynamics_sequences=8)
     data = run / "report_data"
     assert (data / "patch_z_pos_L0_step8.csv").is_file()

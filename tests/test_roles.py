@@ -10,7 +10,7 @@ from interp_icl.config import TaskConfig, with_overrides
 from interp_icl.errors import InterpICLError
 from interp_icl.models.handmade_gih import gih_for_parents
 from interp_icl.models.handmade_standard import induction_circuit
-from interp_icl.patching.experiment import run_roles
+from interp_icl.runs import run_roles
 from interp_icl.patching.paths import destination_inputs
 from interp_icl.patching.roles import (
     copier_role,
@@ -25,7 +25,7 @@ from interp_icl.patching.sources import cached_activations
 from interp_icl.presets import paper_gih
 from interp_icl.tasks import make_task
 from interp_icl.theory.estimators import unigram_probs
-from interp_icl.training.trainer import Trainer
+from interp_icl.runs import create_run
 from tests.conftest import tiny_config
 
 SEQ_LEN = 101
@@ -151,7 +151,7 @@ def test_trained_paper_setting_gives_the_known_verdicts(tmp_path):
     config = with_overrides(
         paper_gih(), {"train.steps": 48, "train.eval_every": 48, "train.checkpoint_every": 48}
     )
-    Trainer.create(config, tmp_path / "paper-gih", progress=False).run()
+    create_run(config, tmp_path / "paper-gih", progress=False).run()
     report = run_roles(tmp_path / "paper-gih", "last", n_sequences=256)
     summary = report.summary()
     assert summary["verdicts"] == {"copier": True, "selector": True, "classifier": True}, [
@@ -169,7 +169,7 @@ def test_roles_cli_writes_outputs_and_rejects_bad_input(tmp_path):
     from tests.test_cli import run_cli
 
     run_dir = tmp_path / "tiny"
-    Trainer.create(
+    create_run(
         tiny_config(train={"steps": 8, "checkpoint_every": 8}), run_dir, progress=False
     ).run()
     done = run_cli(
@@ -194,7 +194,7 @@ def test_roles_cli_writes_outputs_and_rejects_bad_input(tmp_path):
         task={"name": "repeated", "block_len": 10, "n_repeats": 2, "seq_len": 20},
         train={"steps": 2, "checkpoint_every": 2},
     )
-    Trainer.create(config, repeated, progress=False).run()
+    create_run(config, repeated, progress=False).run()
     bad = run_cli("patch", str(repeated), "--roles", "--no-progress", cwd=tmp_path)
     assert (
         bad.returncode == 2

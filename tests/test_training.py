@@ -8,8 +8,9 @@ from safetensors.torch import save_file
 
 from interp_icl import load_run
 from interp_icl.errors import CheckpointError, ConfigError
-from interp_icl.training import rundir
-from interp_icl.training.trainer import Trainer, checkpoint_steps
+from interp_icl.runs import rundir
+from interp_icl.runs import create_run, resume_run
+from interp_icl.training.trainer import checkpoint_steps
 
 
 def _comparable(rows):
@@ -18,7 +19,7 @@ def _comparable(rows):
 
 def test_run_directory_layout_and_contents(tmp_path, tiny):
     run_dir = tmp_path / "tiny"
-    result = Trainer.create(tiny(), run_dir, progress=False).run()
+    result = create_run(tiny(), run_dir, progress=False).run()
     config = json.loads((run_dir / "config.json").read_text())
     assert config["task"]["parents"] == [1] and config["model"]["family"] == "standard"
     assert config["versions"]["torch"] == torch.__version__.split("+")[0] or config["versions"]["torch"].startswith(
@@ -36,19 +37,19 @@ def test_run_directory_layout_and_contents(tmp_path, tiny):
 
 
 def test_same_config_and_seed_give_identical_runs(tmp_path, tiny):
-    a = Trainer.create(tiny(), tmp_path / "a", progress=False).run()
-    b = Trainer.create(tiny(), tmp_path / "b", progress=False).run()
+    a = create_run(tiny(), tmp_path / "a", progress=False).run()
+    b = create_run(tiny(), tmp_path / "b", progress=False).run()
     assert _comparable(rundir.read_metrics(a.run_dir)) == _comparable(rundir.read_metrics(b.run_dir))
-    c = Trainer.create(tiny(seed=2), tmp_path / "c", progress=False).run()
+    c = create_run(tiny(seed=2), tmp_path / "c", progress=False).run()
     assert c.final["eval_loss"] != a.final["eval_loss"]
 
 
 @pytest.mark.parametrize("data", ["online", "fixed"])
 def test_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path, tiny, data):
     cfg = tiny(train={"data": data, "n_train": 40})
-    full = Trainer.create(cfg, tmp_path / "full", progress=False).run()
-    Trainer.create(cfg, tmp_path / "cut", progress=False).run(stop_after=27)  # last checkpoint: 24
-    resumed = Trainer.resume(tmp_path / "cut", progress=False)
+    full = create_run(cfg, tmp_path / "full", progress=False).run()
+    create_run(cfg, tmp_path / "cut", progress=False).run(stop_after=27)  # last checkpoint: 24
+    resumed = resume_run(tmp_path / "cut", progress=False)
     assert resumed.step == 24
     resumed.run()
     assert _comparable(rundir.read_metrics(tmp_path / "cut")) == _comparable(rundir.read_metrics(full.run_dir))
@@ -74,7 +75,7 @@ def test_staged_gih_training_moves_only_the_stage_groups(tmp_path):
             ],
         },
     )
-    Trainer.create(cfg, tmp_path / "staged", progress=False).run()
+    create_run(cfg, tmp_path / "staged", progress=False).run()
     params = {s: load_run(tmp_path / "staged", step=s).model.param_groups() for s in (0, 5, 10, 15)}
     changed = lambda s0, s1, g: not torch.equal(params[s0][g][0], params[s1][g][0])  # noqa: E731
     assert [changed(0, 5, g) for g in ("ffn", "rpe", "a")] == [True, False, False]
@@ -84,18 +85,18 @@ def test_staged_gih_training_moves_only_the_stage_groups(tmp_path):
 
 def test_existing_run_is_not_overwritten_without_force(tmp_path, tiny):
     run_dir = tmp_path / "tiny"
-    Trainer.create(tiny(train={"steps": 4}), run_dir, progress=False).run()
+    create_run(tiny(train={"steps": 4}), run_dir, progress=False).run()
     before = (run_dir / "metrics.jsonl").read_text()
     with pytest.raises(ConfigError, match="already exists; pass --force"):
-        Trainer.create(tiny(train={"steps": 4}), run_dir, progress=False)
+        create_run(tiny(train={"steps": 4}), run_dir, progress=False)
     assert (run_dir / "metrics.jsonl").read_text() == before
-    Trainer.create(tiny(train={"steps": 2}), run_dir, force=True, progress=False).run()
+    create_run(tiny(train={"steps": 2}), run_dir, force=True, progress=False).run()
     assert rundir.read_metrics(run_dir)[-1]["step"] == 2
 
 
 def test_broken_checkpoints_give_one_line_errors(tmp_path, tiny):
     run_dir = tmp_path / "tiny"
-    Trainer.create(tiny(train={"steps": 4}), run_dir, progress=False).run()
+    create_run(tiny(train={"steps": 4}), run_dir, progress=False).run()
     path = rundir.checkpoint_path(run_dir, 4)
     data = path.read_bytes()
 
@@ -127,7 +128,7 @@ def test_floored_fraction_counts_gih_targets_absent_from_the_context(tmp_path):
         model={"family": "gih", "n_heads": 2, "window": 2, "max_degree": 2},
         train={"steps": 2, "optimizer": "sgd", "lr": 1.0, "n_eval": 64},
     )
-    trainer = Trainer.create(cfg, tmp_path / "gih", progress=False)
+    trainer = create_run(cfg, tmp_path / "gih", progress=False)
     row = trainer.evaluate()
     tokens = trainer.eval_batch.tokens
     earlier = torch.stack(

@@ -6,13 +6,15 @@ selector     which offsets the layer-2 query/key features depend on; gih p_S
 classifier   layer-2 attention vs parent matches, effective inverse temperature, closest strategy
 head_scores  previous-token / duplicate / induction scores (TransformerLens conventions), OV, K-comp
 theory       χ²-MI and the reconstructed modified criterion over the task prior
-pipeline     all passes on a model or a checkpoint (cached); dynamics: over every checkpoint
+pipeline     all passes on one model; dynamics: the order roles form in, over checkpoints
+
+Nothing here touches the file system: `interp_icl.runs` analyses a run's checkpoints.
 """
 
 from interp_icl.analysis.classifier import classifier
 from interp_icl.analysis.copier import copier
 from interp_icl.analysis.head_scores import head_scores
-from interp_icl.analysis.pipeline import PASSES, Analysis, AnalysisSettings, analyze_checkpoint, analyze_model
+from interp_icl.analysis.pipeline import PASSES, Analysis, AnalysisSettings, analyze_model
 from interp_icl.analysis.result import PassResult
 from interp_icl.analysis.selector import selector
 from interp_icl.analysis.theory import theory
@@ -22,7 +24,6 @@ __all__ = [
     "Analysis",
     "AnalysisSettings",
     "PassResult",
-    "analyze_checkpoint",
     "analyze_model",
     "classifier",
     "copier",

@@ -1,9 +1,8 @@
-"""Dynamics: analysis passes over every checkpoint of a run, and the order in which roles form.
+"""Dynamics: the order in which roles form, read off analyses of successive checkpoints.
 
-`dynamics(run_dir, steps="all", settings)` returns one long DataFrame with columns
-``step, pass, unit, metric, value, stderr, n`` plus the passes' label columns (one row per
-checkpoint, pass, unit and metric), using the per-checkpoint cache of `analyze_checkpoint`.
-The theory pass does not depend on the weights and is computed once.
+The table comes from `interp_icl.runs.dynamics(run_dir, steps, settings)`: one long DataFrame
+with columns ``step, pass, unit, metric, value, stderr, n`` plus the passes' label columns (one
+row per checkpoint, pass, unit and metric).
 
 `stage_order(table, final_summary)` reads one progress curve per role off that table:
   * selector — gih: p_S of the head subset that copies the true parents at the last checkpoint;
@@ -21,46 +20,16 @@ formed between the same two checkpoints: their order is undetermined (``ties``),
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from interp_icl.analysis.pipeline import Analysis, AnalysisSettings, analyze_checkpoint, resolve_steps
-from interp_icl.analysis.result import PassResult, set_label
-from interp_icl.analysis.theory import theory
+from interp_icl.analysis.pipeline import Analysis
+from interp_icl.analysis.result import set_label
 from interp_icl.curves import half_rise_step
 from interp_icl.errors import require
 
 PAPER_STAGE_ORDER = ("selector", "copier", "classifier")
-
-
-def dynamics(
-    run_dir: str | Path,
-    steps: str | int | list[int] = "all",
-    settings: AnalysisSettings | None = None,
-    on_step: Callable[[int], None] | None = None,
-) -> tuple[pd.DataFrame, dict[int, Analysis]]:
-    """(long table over steps, {step: Analysis}) for the chosen checkpoints."""
-    from interp_icl.training.loading import load_run
-
-    settings = settings or AnalysisSettings()
-    chosen = steps if isinstance(steps, list) else resolve_steps(run_dir, steps)
-    theory_result: PassResult | None = None
-    if "theory" in settings.passes:
-        run = load_run(run_dir, chosen[-1])
-        if hasattr(run.task, "parents"):
-            theory_result = theory(run.task, run.model, settings.n_kernels, settings.seed)
-    analyses: dict[int, Analysis] = {}
-    frames = []
-    for step in chosen:
-        analysis = analyze_checkpoint(run_dir, step, settings, theory_result=theory_result)
-        analyses[step] = analysis
-        frames.append(long_table(analysis))
-        if on_step is not None:
-            on_step(step)
-    return pd.concat(frames, ignore_index=True), analyses
 
 
 def long_table(analysis: Analysis) -> pd.DataFrame:

@@ -146,7 +146,7 @@ def progress_over_checkpoints(
     fixed in-context and in-weights batches of `n` sequences drawn from the run seed: a long
     DataFrame with columns step, metric, value, stderr, n."""
     from interp_icl.errors import ConfigError, require
-    from interp_icl.training.loading import load_run
+    from interp_icl.runs import load_run
 
     run = load_run(path)
     require(

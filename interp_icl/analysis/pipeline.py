@@ -1,4 +1,4 @@
-"""Run the analysis passes on a model, a checkpoint of a run, or every checkpoint (with a cache).
+"""Run the analysis passes on a model: one shared set of sequences, every pass, one result.
 
 `analyze_model(model, task, ...)` runs the chosen passes on sequences drawn from `task` and returns
 an `Analysis`: ``results`` {pass: PassResult}, ``table()`` (all passes' rows with a ``pass``
@@ -6,21 +6,13 @@ column) and ``summary()``. The passes share one set of evaluation sequences, dra
 with a generator seeded by (seed, "analysis", n_sequences); the selector's selected set feeds the
 classifier and the theory pass's comparison.
 
-`analyze_checkpoint(run_dir, step, ...)` does the same for one checkpoint and caches the result in
-``<run>/analysis/step_XXXXXXXX/`` (``table.parquet`` + ``summary.json``), keyed by the analysis
-settings; a second call with the same settings reads the cache. The theory pass depends only on
-the task (and the model's window), so it is computed once per run, not per checkpoint.
+Checkpoints of a run directory are analysed (and their results stored) by
+`interp_icl.runs.analyze_checkpoint`; this module never touches the file system.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -31,10 +23,10 @@ from interp_icl.analysis.classifier import classifier
 from interp_icl.analysis.common import ActivationMemo
 from interp_icl.analysis.copier import copier, default_max_offset
 from interp_icl.analysis.head_scores import head_scores
-from interp_icl.analysis.result import PassResult, _jsonable, set_label
+from interp_icl.analysis.result import PassResult, set_label
 from interp_icl.analysis.selector import selector
 from interp_icl.analysis.theory import theory
-from interp_icl.errors import InterpICLError, require
+from interp_icl.errors import require
 from interp_icl.tasks import Task, is_continuous
 from interp_icl.training.seeding import generator
 
@@ -123,7 +115,8 @@ def parents_of(task: Task) -> tuple[int, ...] | None:
 def analyze_model(
     model: nn.Module, task: Task, settings: AnalysisSettings | None = None, theory_result: PassResult | None = None
 ) -> Analysis:
-    """Run `settings.passes` on `model` with sequences from `task`."""
+    """Run `settings.passes` on `model` with sequences from `task`. `theory_result`: a theory
+    pass computed earlier for this task (it does not depend on the weights)."""
     settings = settings or AnalysisSettings()
     require(
         not is_continuous(task),
@@ -170,134 +163,16 @@ def _with_agreement(result: PassResult, selected: tuple[int, ...] | None) -> Pas
     return PassResult(result.name, result.table, summary)
 
 
-def cache_dir(run_dir: Path, step: int, settings: AnalysisSettings | None = None) -> Path:
-    """``RUN/analysis/step_<N>`` for the default settings, ``step_<N>-<hash>`` for others, so
-    analyses with different settings (e.g. the report's cheaper dynamics) do not evict each other."""
-    name = f"step_{step:08d}"
-    if settings is not None and settings.key() != AnalysisSettings().key():
-        digest = hashlib.sha1(json.dumps(settings.key(), sort_keys=True).encode()).hexdigest()
-        name += f"-{digest[:8]}"
-    return Path(run_dir) / "analysis" / name
-
-
-def analyze_checkpoint(
-    run_dir: str | Path,
-    step: int | str = "last",
-    settings: AnalysisSettings | None = None,
-    use_cache: bool = True,
-    theory_result: PassResult | None = None,
-) -> Analysis:
-    """Analyse one checkpoint of a run, reading or writing its cache."""
-    from interp_icl.training.loading import load_run
-
-    settings = settings or AnalysisSettings()
-    run = load_run(run_dir, step)
-    where = cache_dir(run.path, run.step, settings)
-    if use_cache:
-        cached = _read_cache(where, settings)
-        if cached is not None:
-            cached.step = run.step
-            return cached
-    analysis = analyze_model(run.model, run.task, settings, theory_result)
-    analysis.step = run.step
-    _write_cache(where, analysis, settings)
-    return analysis
-
-
-def _read_cache(where: Path, settings: AnalysisSettings) -> Analysis | None:
-    key_file = where / "settings.json"
-    if not key_file.is_file():
-        return None
-    try:
-        if json.loads(key_file.read_text()) != settings.key():
-            return None
-        summary = json.loads((where / "summary.json").read_text())
-        table = pd.read_parquet(where / "table.parquet")
-    except (OSError, ValueError):
-        return None  # a damaged cache is recomputed
+def analysis_from_record(table: pd.DataFrame, summary: dict[str, Any], settings: AnalysisSettings) -> Analysis:
+    """The Analysis whose ``table()`` (without a step column) and per-pass summaries are these:
+    the inverse of (``analysis.table()``, ``{pass: result.summary}``)."""
     results = {}
     for name in settings.passes:
         if name not in summary:
             continue
-        rows = table[table["pass"] == name].drop(columns=["pass"]).dropna(axis=1, how="all").reset_index(drop=True)
-        results[name] = PassResult(name, rows, summary[name])
+        rows = table[table["pass"] == name].drop(columns=["pass"])
+        results[name] = PassResult(name, rows.dropna(axis=1, how="all").reset_index(drop=True), summary[name])
     return Analysis(results, settings=settings.key())
 
 
-def _write_cache(where: Path, analysis: Analysis, settings: AnalysisSettings) -> None:
-    """Write the cache atomically: a temporary sibling directory renamed into place."""
-    where.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=where.name + ".", dir=where.parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    tmp.chmod(0o777 & ~mask)  # mkdtemp makes it private; the cache is an ordinary directory
-    try:
-        table = analysis.table()
-        if "step" in table.columns:
-            table = table.drop(columns=["step"])
-        _parquet_safe(table).to_parquet(tmp / "table.parquet", index=False)
-        summary = {n: r.summary for n, r in analysis.results.items()}
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
-        (tmp / "settings.json").write_text(json.dumps(settings.key()))
-        if where.exists():
-            shutil.rmtree(where)
-        tmp.rename(where)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _parquet_safe(table: pd.DataFrame) -> pd.DataFrame:
-    """Mixed-type label columns (ints with NaN/None) as nullable Int64 or strings."""
-    table = table.copy()
-    for column in table.columns:
-        if table[column].dtype == object:
-            values = table[column].dropna()
-            if len(values) and all(isinstance(v, (int,)) and not isinstance(v, bool) for v in values):
-                table[column] = table[column].astype("Int64")
-            elif len(values) and not all(isinstance(v, str) for v in values):
-                table[column] = table[column].astype(str)
-        elif table[column].dtype == float and column in ("layer", "head", "offset", "parent_offset", "source_head"):
-            table[column] = table[column].astype("Int64")
-    return table
-
-
-def write_outputs(analysis_table: pd.DataFrame, summary: dict, out_dir: Path, stem: str) -> list[Path]:
-    """Write ``<stem>.csv``, ``<stem>.parquet`` and ``<stem>.json`` into `out_dir` atomically."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table = _parquet_safe(analysis_table)
-    paths = [out_dir / f"{stem}.csv", out_dir / f"{stem}.parquet", out_dir / f"{stem}.json"]
-    writers = [
-        lambda p: table.to_csv(p, index=False),
-        lambda p: table.to_parquet(p, index=False),
-        lambda p: p.write_text(json.dumps(summary, indent=2, default=_jsonable)),
-    ]
-    for path, write in zip(paths, writers):
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            write(tmp)
-            tmp.replace(path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    return paths
-
-
-def resolve_steps(run_dir: str | Path, step: int | str) -> list[int]:
-    """"all" -> every checkpoint, "last" -> the newest, an int -> [that step] (checked)."""
-    from interp_icl.training import rundir
-
-    require(Path(run_dir).is_dir(), f"run directory {run_dir} does not exist", InterpICLError)
-    steps = rundir.list_checkpoints(Path(run_dir))
-    require(steps, f"{run_dir} has no checkpoints", InterpICLError)
-    if step == "all":
-        return steps
-    if step == "last":
-        return [steps[-1]]
-    require(isinstance(step, int) and step in steps, f"{run_dir} has no checkpoint at step {step}")
-    return [int(step)]
-
-
-__all__ = (
-    "PASSES", "Analysis", "AnalysisSettings", "analyze_model", "analyze_checkpoint", "resolve_steps", "write_outputs",
-)
+__all__ = ("PASSES", "Analysis", "AnalysisSettings", "analysis_from_record", "analyze_model")

@@ -13,7 +13,6 @@ sequence, so correlated positions of one sequence are never counted as independe
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,8 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import Tensor
+
+from interp_icl.jsonable import dumps
 
 TABLE_COLUMNS = ("unit", "metric", "mean", "stderr", "n")
 
@@ -32,7 +33,7 @@ class PassResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"pass": self.name, "summary": self.summary}, indent=2, default=_jsonable)
+        return dumps({"pass": self.name, "summary": self.summary})
 
 
 def set_label(offsets) -> str:
@@ -93,13 +94,3 @@ def per_sequence_mean(values: Tensor, mask: Tensor | None = None) -> Tensor:
     count = m.sum(1)
     total = (flat * m).sum(1)
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return value.tolist()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -1,4 +1,7 @@
-"""Rich tables for the role experiments: what `interp-icl patch --roles` and `quickstart` print."""
+"""Rich tables for the role experiments: what `interp-icl patch --roles` and `quickstart` print.
+
+`report` is an `interp_icl.runs.RolesReport` (``.results``: {role: PassResult}, ``.n_sequences``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import math
 from rich.table import Table
 
 from interp_icl.analysis.result import set_label
-from interp_icl.patching.experiment import RolesReport
 
 
 def _num(value: float | None, digits: int = 3, sign: bool = False) -> str:
@@ -16,7 +18,7 @@ def _num(value: float | None, digits: int = 3, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
-def verdict_table(report: RolesReport, title: str) -> Table:
+def verdict_table(report, title: str) -> Table:
     """One row per role: the verdict, and the checks that failed or the numbers behind a pass."""
     r = {role: result.summary for role, result in report.results.items()}
     table = Table(title=title)
@@ -58,7 +60,7 @@ def verdict_table(report: RolesReport, title: str) -> Table:
     return table
 
 
-def role_tables(report: RolesReport) -> list[Table]:
+def role_tables(report) -> list[Table]:
     """Detailed tables: copier heads, their paths into layer 2, selector offsets, classifier losses."""
     r = {role: result.summary for role, result in report.results.items()}
     n = report.n_sequences

@@ -1,6 +1,6 @@
-"""A patching sweep on a run's checkpoint, as the `interp-icl patch` command runs it.
+"""A patching sweep on a model with inputs drawn from its task, as `interp-icl patch` runs it.
 
-Inputs come from the run's own task (seeded): clean sequences, and corrupted ones made by
+Inputs come from the task (seeded): clean sequences, and corrupted ones made by
 
 - ``parents``: the tokens at the parent positions of the last token are changed (each to a
   different token drawn uniformly), so the in-context evidence for the last prediction changes
@@ -13,13 +13,13 @@ clean run's prediction, every row / the last row). Denoising patches clean activ
 corrupted run; noising the reverse; ``ablate`` replaces activations by zero/mean/resampled ones in
 the clean run instead.
 
-`run_roles` runs the three component-role experiments of `interp_icl.patching.roles` instead.
+`roles_on_task` runs the three component-role experiments of `interp_icl.patching.roles` on
+sequences of a Markov task instead. Run directories are handled by `interp_icl.runs`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -35,7 +35,6 @@ from interp_icl.patching.sources import ABLATIONS
 from interp_icl.patching.sweep import DEFAULT_MEMORY_MB, MODES, ablation, activation_patching
 from interp_icl.patching.targets import Target
 from interp_icl.tasks import is_continuous
-from interp_icl.training.rundir import package_versions
 from interp_icl.training.seeding import derive_seed, generator
 
 CORRUPTIONS = ("parents", "resample")
@@ -80,37 +79,6 @@ class PatchSettings:
         return Target(self.site, self.by, self.layers)
 
 
-@dataclass
-class PatchExperiment:
-    run: Path
-    step: int
-    settings: PatchSettings
-    result: PatchResult
-    attribution: dict | None  # compare_with_exact of the attribution estimate, if computed
-
-    @property
-    def stem(self) -> str:
-        """File stem of this sweep's outputs in RUN/patching."""
-        s = self.settings
-        kind = f"ablate_{s.ablate}" if s.ablate else "patch"
-        layers = "" if s.layers is None else "_L" + "-".join(map(str, s.layers))
-        return f"{kind}_{s.site}_{s.by}{layers}_step{self.step}"
-
-    def summary(self) -> dict:
-        top = self.result.table.reindex(
-            self.result.table["effect"].abs().sort_values(ascending=False).index
-        ).head(10)
-        return {
-            "run": str(self.run),
-            "step": self.step,
-            "settings": asdict(self.settings),
-            **self.result.summary,
-            "top_patches": top.to_dict(orient="records"),
-            "attribution_vs_exact": self.attribution,
-            "versions": package_versions(),
-        }
-
-
 def parent_corruption(task, clean: Tensor, generator: torch.Generator) -> Tensor:
     """`clean` with the tokens at the last token's parent positions changed to other tokens."""
     require(getattr(task.config, "name", None) == "markov", "--corrupt parents needs a Markov task")
@@ -132,14 +100,11 @@ def make_metric(model: nn.Module, name: str, clean: Tensor) -> Metric:
     return kl_to(model, clean_output, None if name == "kl" else last)
 
 
-def run_experiment(
-    run_dir: str | Path, step: int | str, settings: PatchSettings, progress: bool = False
-) -> PatchExperiment:
-    """Load the checkpoint, draw inputs, run the sweep (and its attribution estimate)."""
-    from interp_icl.training.loading import load_run
-
-    loaded = load_run(run_dir, step)
-    model, task = loaded.model, loaded.task
+def patch_experiment(
+    model: nn.Module, task, settings: PatchSettings, progress: bool = False
+) -> tuple[PatchResult, dict | None]:
+    """(the sweep's result, `compare_with_exact` of its attribution estimate or None) on
+    `settings.n_sequences` sequences of `task` seeded by `settings.seed`."""
     require(
         not is_continuous(task),
         f"patching sweeps need a token task; this run's task is {task.config.name!r}",
@@ -151,79 +116,58 @@ def run_experiment(
     options = {"memory_mb": settings.memory_mb, "progress": progress}
     comparison = None
     if settings.ablate is not None:
-        result = ablation(model, clean, target, metric, kind=settings.ablate, **options)
+        return ablation(model, clean, target, metric, kind=settings.ablate, **options), None
+    if settings.corrupt == "parents":
+        corrupted = parent_corruption(task, clean, generator)
     else:
-        if settings.corrupt == "parents":
-            corrupted = parent_corruption(task, clean, generator)
-        else:
-            corrupted = task.sample(settings.n_sequences, generator).tokens
-        result = activation_patching(
-            model, clean, corrupted, target, metric, mode=settings.mode, **options
-        )
-        if settings.attribution:
-            estimate = attribution_patching(
-                model, clean, corrupted, target, metric, mode=settings.mode
-            )
-            comparison = compare_with_exact(estimate, result)
-    return PatchExperiment(Path(run_dir), loaded.step, settings, result, comparison)
+        corrupted = task.sample(settings.n_sequences, generator).tokens
+    result = activation_patching(model, clean, corrupted, target, metric, mode=settings.mode, **options)
+    if settings.attribution:
+        estimate = attribution_patching(model, clean, corrupted, target, metric, mode=settings.mode)
+        comparison = compare_with_exact(estimate, result)
+    return result, comparison
 
 
 ROLE_SEQUENCES = 256
 ROLE_REFERENCE_SEQUENCES = 1024
 
 
-@dataclass
-class RolesReport:
-    run: Path
-    step: int
-    n_sequences: int
-    seed: int
-    results: dict[str, PassResult]  # role -> result
-
-    @property
-    def table(self) -> pd.DataFrame:
-        """Every role's table, stacked, with a ``role`` column first."""
-        frames = [r.table.assign(role=role) for role, r in self.results.items()]
-        table = pd.concat(frames, ignore_index=True)
-        return table[["role", *[c for c in table.columns if c != "role"]]]
-
-    def summary(self) -> dict:
-        return {
-            "run": str(self.run),
-            "step": self.step,
-            "n_sequences": self.n_sequences,
-            "seed": self.seed,
-            "verdicts": {role: r.summary["holds"] for role, r in self.results.items()},
-            **{role: r.summary for role, r in self.results.items()},
-            "versions": package_versions(),
-        }
-
-
-def run_roles(
-    run_dir: str | Path, step: int | str, n_sequences: int = ROLE_SEQUENCES, seed: int = 0
-) -> RolesReport:
-    """The copier, selector and classifier role experiments on a Markov run's checkpoint, on
-    `n_sequences` clean sequences of its task (means for ablations from 1024 more)."""
-    from interp_icl.training.loading import load_run
-
+def roles_on_task(model: nn.Module, task, n_sequences: int = ROLE_SEQUENCES, seed: int = 0) -> dict[str, PassResult]:
+    """The copier, selector and classifier role experiments on `n_sequences` clean sequences of
+    an in-context Markov task (means for ablations from 1024 more), seeded by `seed`:
+    {role: PassResult}."""
     require(
         n_sequences >= 2,
         f"--n-sequences must be at least 2 for the role experiments, got {n_sequences}",
     )
-    loaded = load_run(run_dir, step)
-    task = loaded.task
     require(
         getattr(task.config, "name", None) == "markov",
         f"the role experiments need an in-context Markov task (parents); this run's task is {task.config.name!r}",
     )
     tokens = task.sample(n_sequences, generator(seed, "roles", "clean")).tokens
     reference = task.sample(ROLE_REFERENCE_SEQUENCES, generator(seed, "roles", "reference")).tokens
-    results = role_experiments(
-        loaded.model,
+    return role_experiments(
+        model,
         tokens,
         task.config.parents,
         beta=float(task.config.alpha),
         reference_tokens=reference,
         seed=seed,
     )
-    return RolesReport(Path(run_dir), loaded.step, n_sequences, seed, results)
+
+
+def roles_table(results: dict[str, PassResult]) -> pd.DataFrame:
+    """Every role's table, stacked, with a ``role`` column first."""
+    frames = [r.table.assign(role=role) for role, r in results.items()]
+    table = pd.concat(frames, ignore_index=True)
+    return table[["role", *[c for c in table.columns if c != "role"]]]
+
+
+def roles_from_table(table: pd.DataFrame, summaries: dict[str, dict]) -> dict[str, PassResult]:
+    """The inverse of `roles_table` with each role's summary: {role: PassResult}."""
+    results = {}
+    for role in ("copier", "selector", "classifier"):
+        if role in summaries:
+            rows = table[table["role"] == role].drop(columns=["role"]).reset_index(drop=True)
+            results[role] = PassResult(role, rows, summaries[role])
+    return results

@@ -24,16 +24,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from interp_icl.config import RunConfig, StageConfig
-from interp_icl.errors import CheckpointError, ConfigError, require
+from interp_icl.errors import ConfigError, require
 from interp_icl.models import PROB_FLOOR, build_model, is_gih, next_token_log_probs, training_module
 from interp_icl.tasks import Batch, Task, is_continuous, make_task
 from interp_icl.theory.estimators import mean_nll
-from interp_icl.training import rundir
 from interp_icl.training.seeding import derive_seed, generator
 
 EVAL_CHUNK = 256
@@ -105,12 +105,31 @@ def loss_on(model: nn.Module, tokens: Tensor, positions: str) -> Tensor:
     return -log_probs.gather(-1, tokens[:, 1:, None]).mean()
 
 
-class Trainer:
-    """Trains one run directory. Use `Trainer.create(...)` or `Trainer.resume(...)`, then `run()`."""
+class Recorder(Protocol):
+    """Where a trainer's metrics rows and checkpoints go (`interp_icl.runs.rundir.RunRecorder`
+    writes them into a run directory)."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, progress: bool = True):
+    path: Path
+
+    def append_metrics(self, row: dict[str, Any]) -> None: ...
+
+    def read_metrics(self) -> list[dict[str, Any]]: ...
+
+    def has_checkpoints(self) -> bool: ...
+
+    def save_checkpoint(
+        self, step: int, stage: int, family: str, model: nn.Module, optimizer: torch.optim.Optimizer | None
+    ) -> None: ...
+
+
+class Trainer:
+    """Trains one run. Make one with `interp_icl.runs.create_run`, `resume_run` or `open_run`,
+    then call `run()`."""
+
+    def __init__(self, config: RunConfig, recorder: Recorder, progress: bool = True):
         self.config = config
-        self.run_dir = run_dir
+        self.recorder = recorder
+        self.run_dir = recorder.path
         self.progress = progress
         self.device = resolve_device(config.train.device)
         self.task: Task = make_task(config.task)
@@ -134,29 +153,14 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.optimizer_stage = -1
 
-    # ----- construction -------------------------------------------------------------------------
-    @classmethod
-    def create(cls, config: RunConfig, run_dir: Path, force: bool = False, progress: bool = True) -> Trainer:
-        config = RunConfig.from_dict({**config.to_dict(), "versions": rundir.package_versions()})
-        trainer = cls(config, run_dir, progress)  # validates everything before touching the disk
-        rundir.create_run_dir(run_dir, config, force)
-        return trainer
-
-    @classmethod
-    def resume(cls, run_dir: Path, progress: bool = True) -> Trainer:
-        config = rundir.read_config(run_dir)
-        trainer = cls(config, run_dir, progress)
-        steps = rundir.list_checkpoints(run_dir)
-        require(steps, f"{run_dir} has no checkpoint to resume from", CheckpointError)
-        state, optim_state, meta = rundir.load_checkpoint(rundir.checkpoint_path(run_dir, steps[-1]))
-        rundir.load_model_state(trainer.model, state, run_dir)
-        trainer.step = int(meta["step"])
-        stage = trainer.stage_index(trainer.step + 1) if trainer.step < trainer.total_steps else -1
-        if optim_state and stage == int(meta["stage"]):
-            trainer._ensure_optimizer(stage)
-            trainer.optimizer.load_state_dict(optim_state)
-        rundir.truncate_metrics(run_dir, trainer.step)
-        return trainer
+    def restore(self, step: int, stage: int, optim_state: dict[str, Any]) -> None:
+        """Continue after `step` (its weights already loaded): the optimiser state is restored
+        when the next update belongs to the checkpoint's `stage`."""
+        self.step = step
+        next_stage = self.stage_index(step + 1) if step < self.total_steps else -1
+        if optim_state and next_stage == stage:
+            self._ensure_optimizer(next_stage)
+            self.optimizer.load_state_dict(optim_state)
 
     # ----- pieces -------------------------------------------------------------------------------
     def stage_index(self, step: int) -> int:
@@ -234,12 +238,11 @@ class Trainer:
         row["train_loss"] = train_loss
         row.update(self.evaluate())
         row["elapsed_s"] = round(time.perf_counter() - started, 3)
-        rundir.append_metrics(self.run_dir, row)
+        self.recorder.append_metrics(row)
         return row
 
     def _checkpoint(self) -> None:
-        rundir.save_checkpoint(
-            self.run_dir,
+        self.recorder.save_checkpoint(
             self.step,
             max(self.optimizer_stage, 0),
             self.config.model.family,
@@ -253,7 +256,7 @@ class Trainer:
         train = self.config.train
         started = time.perf_counter()
         last_row: dict[str, float] = {}
-        if self.step == 0 and not rundir.list_checkpoints(self.run_dir):
+        if self.step == 0 and not self.recorder.has_checkpoints():
             last_row = self._record(None, 0.0, started)
             self._checkpoint()
         end = self.total_steps if stop_after is None else min(stop_after, self.total_steps)
@@ -285,37 +288,9 @@ class Trainer:
                 if on_step is not None:
                     on_step(step)
         if not last_row:
-            rows = rundir.read_metrics(self.run_dir)
+            rows = self.recorder.read_metrics()
             last_row = rows[-1] if rows else {}
         return TrainResult(self.run_dir, last_row)
-
-
-def config_differences(stored: RunConfig, wanted: RunConfig) -> list[str]:
-    """Dotted keys whose values differ between two run configs (package versions ignored)."""
-    a, b = stored.to_dict(), wanted.to_dict()
-    diffs = []
-    for section in ("task", "model", "train"):
-        diffs += [f"{section}.{k}" for k in a[section] if a[section][k] != b[section].get(k)]
-    diffs += [k for k in ("name", "seed") if a[k] != b[k]]
-    return diffs
-
-
-def open_run(
-    config: RunConfig, run_dir: Path, resume: bool, force: bool = False, progress: bool = True
-) -> Trainer:
-    """The trainer of `run_dir`: resumed from its newest checkpoint when `resume` and it has one
-    (its config must equal `config`, else a one-line error), otherwise a new run (an existing
-    non-empty directory needs `force`). ``.run()`` trains it to the end; a complete run does
-    nothing more."""
-    if resume and rundir.list_checkpoints(run_dir):
-        diffs = config_differences(rundir.read_config(run_dir), config)
-        require(
-            not diffs,
-            f"cannot resume {run_dir}: its config differs in {', '.join(diffs)}; use --force to "
-            "start over",
-        )
-        return Trainer.resume(run_dir, progress=progress)
-    return Trainer.create(config, run_dir, force=force, progress=progress)
 
 
 class _progress:

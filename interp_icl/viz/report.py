@@ -1,6 +1,7 @@
 """`build_report`: one self-contained HTML report on a run, with the data behind every figure.
 
-The report reads what the library already measures and draws it; it computes nothing new:
+The report renders only: it obtains every result through `interp_icl.runs` (stored in the run's
+result store, or computed and stored there now) and draws it:
 
 * run summary (task, model, training, seed, package versions) and the headline verdicts — copied
   offsets, selected set, closest strategy, theory prediction and the role experiments, each
@@ -10,22 +11,18 @@ The report reads what the library already measures and draws it; it computes not
 * the last checkpoint: copier heatmap, gih relative-position weights, selector sensitivities with
   the theory's S*, classifier attention by match count and KL to every strategy;
 * circuitsvis attention patterns of both layers on a few sample sequences;
-* patching: every sweep stored in ``RUN/patching`` for this checkpoint (the default z-by-position
-  sweep is run if there is none) and the role-experiment table.
+* patching: every sweep stored for this checkpoint (`interp_icl.runs.patch_sweeps`: the default
+  z-by-position sweep if none was stored) and the role-experiment table.
 
 Offline: plotly.js and the circuitsvis bundle are inlined once each. Data (CSV/JSON) goes to
-``<report stem>_data/`` next to the report. Both are written atomically (temporary siblings
-renamed into place), so a failed build leaves an earlier report untouched.
+``<report stem>_data/`` next to the report. Both are written atomically
+(`interp_icl.runs.files`), so a failed build leaves an earlier report untouched.
 """
 
 from __future__ import annotations
 
 import html
-import json
-import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,11 +33,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import plotly.offline
-import torch
 
 from interp_icl.analysis.result import set_text
 from interp_icl.config import CONTINUOUS_TASKS
 from interp_icl.errors import require
+from interp_icl.jsonable import dumps
+from interp_icl.runs.files import atomic_dir, write_text
 from interp_icl.viz import figures
 from interp_icl.viz.attention import attention_view, bundle_script
 from interp_icl.viz.patching import table_heatmap
@@ -99,12 +97,12 @@ def build_report(
     `dynamics_sequences`: sequences per checkpoint for the training-dynamics curves (copier,
     selector and classifier passes; cached separately from ``interp-icl analyze``).
     `progress` is called with a short description of each step."""
-    from interp_icl.analysis.pipeline import AnalysisSettings, analyze_checkpoint, resolve_steps
-    from interp_icl.training import rundir
-    from interp_icl.training.loading import load_run
+    from interp_icl.analysis.dynamics import stage_order
+    from interp_icl.analysis.pipeline import AnalysisSettings
+    from interp_icl.runs import analyze_checkpoint, dynamics, load_run, rundir, run_roles
 
     run = Path(run_dir)
-    steps = resolve_steps(run, "all")  # checks the run directory and its checkpoints
+    steps = rundir.resolve_steps(run, "all")  # checks the run directory and its checkpoints
     out_path = Path(out) if out is not None else run / "report.html"
     require(out_path.suffix == ".html", f"--out must name an .html file, got {out_path}")
     require(not out_path.is_dir(), f"--out {out_path} is a directory; name the report's .html file")
@@ -121,18 +119,24 @@ def build_report(
     page = ReportPage()
 
     say(f"analysing {len(steps)} checkpoints")
-    dyn_table, dyn_final, order = _dynamics(run, steps, curve_settings)
+    dyn_table, analyses = dynamics(run, steps, curve_settings)
+    dyn_final = analyses[steps[-1]]
+    order = stage_order(dyn_table, dyn_final) if {"copier", "classifier"} <= set(dyn_final.results) else None
     say("analysing the last checkpoint")
     final = analyze_checkpoint(run, steps[-1], settings)
     is_markov = config.task.name == "markov"
-    roles = _roles(run, steps[-1], n_sequences, say) if is_markov else None
+    roles = None
+    if is_markov:
+        say("role experiments")
+        report = run_roles(run, steps[-1], n_sequences=n_sequences, seed=0)
+        roles = {"summary": report.summary(), "table": report.table}
     say("drawing figures")
-    page.add("summary", "Run", _summary_section(run, config, steps))
+    page.add("summary", "Run", _summary_section(run, config, steps, rundir.recorded_versions(run)))
     page.add("verdicts", "Headline verdicts", _verdict_section(page, final, roles, order))
     page.add(
         "dynamics",
         "Training dynamics",
-        _dynamics_section(page, run, dyn_table, dyn_final, order, dynamics_sequences),
+        _dynamics_section(page, rundir.read_metrics(run), dyn_table, dyn_final, order, dynamics_sequences),
     )
     loaded = load_run(run, steps[-1])
     page.add("layers", f"The circuit at step {steps[-1]}", _layers_section(page, loaded, final))
@@ -148,94 +152,19 @@ def build_report(
         "seconds": round(time.perf_counter() - start, 2),
         "figures": page.n_figures,
         "attention_views": page.n_views,
-        "versions": _versions(),
+        "versions": rundir.package_versions(),
     }
     write_page(page, out_path, f"{run.name}: interp_icl report")
     return out_path
 
 
-# ----------------------------------------------------------------------------- measurements
-
-
-def _dynamics(run: Path, steps: list[int], settings):
-    """(long table, last analysis, stage order) over every checkpoint (cached per checkpoint)."""
-    from interp_icl.analysis.dynamics import dynamics, stage_order
-
-    table, analyses = dynamics(run, steps, settings)
-    last = analyses[steps[-1]]
-    order = stage_order(table, last) if {"copier", "classifier"} <= set(last.results) else None
-    return table, last, order
-
-
-def _roles(run: Path, step: int, n_sequences: int, say: Callable[[str], None]) -> dict | None:
-    """Summary + table of the role experiments at `step`: the stored ones of
-    ``interp-icl patch --roles`` (default sequences and seed), else run and stored now."""
-    from interp_icl.analysis.pipeline import write_outputs
-    from interp_icl.patching.experiment import run_roles
-
-    stem = run / "patching" / f"roles_step{step}"
-    try:
-        summary = json.loads(stem.with_suffix(".json").read_text())
-        table = pd.read_parquet(stem.with_suffix(".parquet"))
-        if summary.get("n_sequences") == n_sequences and summary.get("seed") == 0:
-            return {"summary": summary, "table": table}
-    except (OSError, ValueError):
-        pass
-    say("running the role experiments")
-    report = run_roles(run, step, n_sequences=n_sequences, seed=0)
-    summary = report.summary()
-    write_outputs(report.table, summary, run / "patching", stem.name)
-    return {"summary": json.loads(json.dumps(summary, default=str)), "table": report.table}
-
-
-def _patch_sweeps(loaded) -> list[tuple[str, dict, pd.DataFrame]]:
-    """(stem, summary, table) of every stored sweep at `step`; runs the default one if none."""
-    from interp_icl.analysis.pipeline import write_outputs
-    from interp_icl.patching.experiment import PatchSettings, run_experiment
-    from interp_icl.patching.targets import heads_per_layer
-
-    run, step = loaded.path, loaded.step
-    folder = run / "patching"
-    found = []
-    for summary_path in sorted(folder.glob(f"*_step{step}.json")):
-        stem = summary_path.stem
-        if not stem.startswith(("patch_", "ablate_")):
-            continue
-        try:
-            summary = json.loads(summary_path.read_text())
-            table = pd.read_parquet(summary_path.with_suffix(".parquet"))
-        except (OSError, ValueError):
-            continue
-        if "axes" in summary:
-            found.append((stem, summary, table))
-    if found:
-        return found
-    default = PatchSettings(attribution=False)
-    heads = heads_per_layer(loaded.model, default.target())
-    # one sweep over all layers, or one per layer when they differ in head count (gih)
-    layer_sets = [None] if len(set(heads.values())) == 1 else [(layer,) for layer in heads]
-    for layers in layer_sets:
-        settings = PatchSettings(attribution=False, layers=layers)
-        experiment = run_experiment(run, step, settings, progress=False)
-        summary = experiment.summary()
-        write_outputs(experiment.result.table, summary, folder, experiment.stem)
-        summary = json.loads(json.dumps(summary, default=str))
-        found.append((experiment.stem, summary, experiment.result.table))
-    return found
-
-
-def _versions() -> dict[str, str]:
-    from interp_icl.training.rundir import package_versions
-
-    return package_versions()
-
-
 # ----------------------------------------------------------------------------- sections
 
 
-def _summary_section(run: Path, config, steps: list[int]) -> str:
+def _summary_section(run: Path, config, steps: list[int], trained_with: dict[str, str]) -> str:
+    from interp_icl.runs.rundir import package_versions
+
     data = config.to_dict()
-    trained_with = json.loads((run / "config.json").read_text()).get("versions", {})
     rows = [
         ("run directory", str(run)),
         ("task", _kv(data["task"])),
@@ -244,7 +173,7 @@ def _summary_section(run: Path, config, steps: list[int]) -> str:
         ("seed", str(data["seed"])),
         ("checkpoints", f"{len(steps)} ({', '.join(map(str, steps))})"),
         ("trained with", _kv(trained_with)),
-        ("report made with", _kv(_versions())),
+        ("report made with", _kv(package_versions())),
     ]
     return _table(["", "value"], rows)
 
@@ -359,13 +288,12 @@ def _verdict_section(page: ReportPage, final, roles: dict | None, order: dict | 
 
 
 def _dynamics_section(
-    page: ReportPage, run: Path, table: pd.DataFrame, final, order, n_sequences: int
+    page: ReportPage, metric_rows: list[dict], table: pd.DataFrame, final, order, n_sequences: int
 ) -> str:
     from interp_icl.analysis.dynamics import role_curves
-    from interp_icl.training import rundir
 
     parts = []
-    metrics = pd.DataFrame(rundir.read_metrics(run))
+    metrics = pd.DataFrame(metric_rows)
     if len(metrics):
         fig, data = figures.loss_curves(metrics)
         parts.append(page.figure(fig, "loss_curves.csv", data))
@@ -442,8 +370,11 @@ def _attention_section(page: ReportPage, loaded) -> str:
 
 
 def _patching_section(page: ReportPage, loaded, roles: dict | None) -> str:
+    from interp_icl.runs import patch_sweeps
+
     parts = []
-    for stem, summary, table in _patch_sweeps(loaded):
+    for sweep in patch_sweeps(loaded.path, loaded.step):
+        stem, summary, table = sweep.stem, sweep.summary, sweep.table
         axes = tuple(summary["axes"])
         metric = summary.get("settings", {}).get("metric", summary.get("metric", ""))
         title = f"{stem}: {{value}} of {metric} (n = {summary.get('n_sequences')} sequences)"
@@ -499,32 +430,14 @@ def write_page(page: ReportPage, out_path: Path, title: str) -> None:
         f"{bundle_script()}</head><body><h1>{html.escape(title)}</h1><nav>{nav}</nav>{body}"
         "</body></html>"
     )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     data_dir = out_path.with_name(out_path.stem + "_data")
-    tmp_dir = Path(tempfile.mkdtemp(prefix=data_dir.name + ".", dir=out_path.parent))
-    tmp_dir.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the data folder is not
-    tmp_html = out_path.with_name(out_path.name + ".tmp")
-    try:
+    with atomic_dir(data_dir) as tmp_dir:
         for name, content in page.data.items():
             if isinstance(content, pd.DataFrame):
                 content.to_csv(tmp_dir / name, index=False)
             else:
-                (tmp_dir / name).write_text(json.dumps(content, indent=1, default=_jsonable))
-        tmp_html.write_text(document, encoding="utf-8")
-        if data_dir.exists():
-            shutil.rmtree(data_dir)
-        tmp_dir.rename(data_dir)
-        tmp_html.replace(out_path)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        tmp_html.unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+                (tmp_dir / name).write_text(dumps(content, indent=1))
+    write_text(out_path, document)
 
 
 def _table(header: list[str], rows: list[tuple], raw_last: bool = False) -> str:
@@ -550,16 +463,6 @@ def _yes(value: bool | None, yes: str = "yes", no: str = "no") -> str:
     if value is None:
         return "–"
     return f'<span class="yes">{yes}</span>' if value else f'<span class="no">{no}</span>'
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, (set, tuple, Path)):
-        return list(value) if not isinstance(value, Path) else str(value)
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
 __all__ = ("ReportPage", "build_report", "write_page")
