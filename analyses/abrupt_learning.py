@@ -56,7 +56,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from interp_icl.analysis.icl_classification import progress_over_checkpoints
+from interp_icl.runs.analysis import progress_over_checkpoints
 from interp_icl.config import RunConfig
 from interp_icl.curves import crossing_steps, half_rise_step
 from interp_icl.presets import abrupt_learning as abrupt_learning_preset

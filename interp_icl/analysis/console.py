@@ -8,6 +8,7 @@ from rich.table import Table
 
 from interp_icl.analysis.pipeline import Analysis
 from interp_icl.analysis.result import set_text
+from interp_icl.analysis.verdicts import VerdictRow, verdict_rows
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -15,57 +16,26 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 
 def role_summary(analysis: Analysis, title: str) -> Table:
-    """The three-role summary: one row per role, what the model does vs the truth."""
+    """The verdict rows of the analysis (`verdict_rows`): each role's measurement beside the
+    truth, and whether it holds; head scores in the caption."""
+    summaries = {name: result.summary for name, result in analysis.results.items()}
+    return verdict_table(verdict_rows(summaries), title, head_scores=summaries.get("head_scores"))
+
+
+def verdict_table(rows: list[VerdictRow], title: str, head_scores: dict | None = None) -> Table:
+    """Rich table of verdict rows: quantity, model, truth, agrees (green / red)."""
     table = Table(title=title)
-    table.add_column("role")
-    table.add_column("finding")
-    table.add_column("truth / theory")
-    r = analysis.results
-    parents = None
-    if "copier" in r:
-        s = r["copier"].summary
-        parents = s["true_parents"]
-        heads = ", ".join(
-            f"{u}: r={h['attn_offset']} ({h['sharpness']:.2f})" for u, h in s["heads"].items() if h["is_copier"]
-        ) or "no head above the copier threshold"
-        finding = f"attention offsets {set_text(s['copied_attn_offsets'])} -> {heads}"
-        if s["target_offset"] == 1:
-            finding += f"; query-side parent offsets {set_text(s['copied_parent_offsets'])} + {{1}} via the residual"
-        table.add_row("copier (layer 1)", finding, f"parents {set_text(parents)}" if parents else "-")
-    if "selector" in r:
-        s = r["selector"].summary
-        conf = "confident" if s["confident"] else "NOT confident"
-        finding = f"selected {set_text(s['selected_offsets'])} (margin {s['margin']:.2f}, {conf}; {s['best_unit']})"
-        if "subset_weights" in s:
-            w = s["subset_weights"]
-            finding += f"; top p_S {set_text(w['top_offsets'])} = {w['top_weight']:.3f}"
-        truth = "-"
-        if s["true_parents"]:
-            truth = f"parents {set_text(s['true_parents'])}: " + ("match" if s["selected_equals_parents"] else "differ")
-        if "theory" in r:
-            p = r["theory"].summary["predicted"]
-            truth += f"; χ²-MI predicts {set_text(p['chi2_mi'])}, modified (reconstruction) {set_text(p['modified_chi2_mi'])}"
-        table.add_row("selector (FFN / layer-2 q,k)", finding, truth)
-    if "classifier" in r:
-        s = r["classifier"].summary
-        kl = s["kl_model_to_strategy"]
-        finding = (
-            f"closest strategy {s['closest_strategy']} (KL {kl[s['closest_strategy']]:.4f}); "
-            f"closest S-gram {s['closest_sgram']} (KL {kl[s['closest_sgram']]:.4f})"
+    for column in ("quantity", "model", "truth", "agrees"):
+        table.add_column(column)
+    for row in rows:
+        colour = {True: "green", False: "red", None: "dim"}[row.holds]
+        table.add_row(row.quantity, row.measured, row.expected, f"[{colour}]{row.verdict}[/{colour}]")
+    if head_scores is not None:
+        table.caption = (
+            f"previous-token heads {', '.join(head_scores['previous_token_heads']) or 'none'}; "
+            f"induction heads {', '.join(head_scores['induction_heads']) or 'none'} "
+            f"(mul score >= {head_scores['threshold']})"
         )
-        head = s.get("best_head")
-        if head:
-            h = s["heads"][head][s["best_head_for"]]
-            finding += f"; {head} full-match mass {_fmt(h['full_match_mass'])}, logit gap {_fmt(h['logit_gap'], 2)}"
-        truth = s.get("bayes_is", "-")
-        table.add_row("classifier (layer 2)", finding, f"bayes = {truth}" if truth != "-" else truth)
-    if "head_scores" in r:
-        s = r["head_scores"].summary
-        finding = (
-            f"previous-token heads {', '.join(s['previous_token_heads']) or 'none'}; "
-            f"induction heads {', '.join(s['induction_heads']) or 'none'} (mul score >= {s['threshold']})"
-        )
-        table.add_row("head scores", finding, "-")
     return table
 
 

@@ -31,9 +31,7 @@ context-label accuracy are taken on the in-context batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -41,7 +39,6 @@ from interp_icl.analysis.head_scores import pattern_scores
 from interp_icl.analysis.result import PassResult, make_table, row
 from interp_icl.tasks.base import Batch
 from interp_icl.tasks.classification import ClassificationTask
-from interp_icl.training.seeding import generator
 
 METRICS = (
     "label_to_item_attn",
@@ -137,40 +134,3 @@ def progress_measures(
     table = make_table(rows)
     summary = {r["metric"]: r["mean"] for r in rows}
     return PassResult("icl_classification", table, summary)
-
-
-def progress_over_checkpoints(
-    path: str | Path, n: int = 512, steps: Sequence[int] | None = None
-) -> pd.DataFrame:
-    """The progress measures at every checkpoint of the run at `path` (or the given `steps`), on
-    fixed in-context and in-weights batches of `n` sequences drawn from the run seed: a long
-    DataFrame with columns step, metric, value, stderr, n."""
-    from interp_icl.errors import ConfigError, require
-    from interp_icl.runs import load_run
-
-    run = load_run(path)
-    require(
-        isinstance(run.task, ClassificationTask),
-        f"the classification progress measures need a classification run; this is a "
-        f"{run.config.task.name!r} run",
-        ConfigError,
-    )
-    seed = run.config.seed
-    icl = run.task.icl_batch(n, generator(seed, "analysis", "icl"))
-    iwl = run.task.iwl_batch(n, generator(seed, "analysis", "iwl"))
-    frames = []
-    for step in steps if steps is not None else run.steps:
-        model = load_run(path, step).model
-        table = progress_measures(model, icl, iwl).table
-        frames.append(
-            pd.DataFrame(
-                {
-                    "step": step,
-                    "metric": table["metric"],
-                    "value": table["mean"],
-                    "stderr": table["stderr"],
-                    "n": table["n"],
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)

@@ -26,6 +26,7 @@ from interp_icl.analysis.head_scores import head_scores
 from interp_icl.analysis.result import PassResult, set_label
 from interp_icl.analysis.selector import selector
 from interp_icl.analysis.theory import theory
+from interp_icl.analysis.verdicts import verdict_rows
 from interp_icl.errors import require
 from interp_icl.tasks import Task, is_continuous
 from interp_icl.training.seeding import generator
@@ -81,7 +82,8 @@ class Analysis:
         return {"step": self.step, "settings": self.settings, **{n: r.summary for n, r in self.results.items()}}
 
     def headline(self) -> dict[str, Any]:
-        """The three-role summary: copied offsets, selected set, closest strategy, theory."""
+        """The three-role summary: copied offsets, selected set, closest strategy, theory, and
+        each verdict of `verdict_rows` ({key: holds})."""
         out: dict[str, Any] = {}
         if "copier" in self.results:
             s = self.results["copier"].summary
@@ -105,6 +107,8 @@ class Analysis:
         if "theory" in self.results:
             s = self.results["theory"].summary
             out["theory_predicted"] = s["predicted"]
+        summaries = {name: result.summary for name, result in self.results.items()}
+        out["verdicts"] = {row.key: row.holds for row in verdict_rows(summaries)}
         return out
 
 

@@ -22,7 +22,6 @@ Offline: plotly.js and the circuitsvis bundle are inlined once each. Data (CSV/J
 from __future__ import annotations
 
 import html
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import plotly.offline
 
-from interp_icl.analysis.result import set_text
 from interp_icl.config import CONTINUOUS_TASKS
 from interp_icl.errors import require
 from interp_icl.jsonable import dumps
@@ -43,7 +41,6 @@ from interp_icl.viz import figures
 from interp_icl.viz.attention import attention_view, bundle_script
 from interp_icl.viz.patching import table_heatmap
 
-_TAG = re.compile(r"<[^>]+>")
 N_VIEW_SEQUENCES = 2  # sample sequences shown as attention patterns
 CURVE_PASSES = ("copier", "selector", "classifier")  # what the dynamics curves read
 
@@ -179,102 +176,14 @@ def _summary_section(run: Path, config, steps: list[int], trained_with: dict[str
 
 
 def _verdict_section(page: ReportPage, final, roles: dict | None, order: dict | None) -> str:
-    """Each headline number beside the truth it should match."""
-    rows: list[tuple[str, str, str, str]] = []
-    r = final.results
-    parents = None
-    if "copier" in r:
-        c = r["copier"].summary
-        parents = c.get("true_parents")
-        heads = ", ".join(
-            f"{u} r={h['attn_offset']} ({h['sharpness']:.2f})"
-            for u, h in c["heads"].items()
-            if h["is_copier"]
-        )
-        model = (
-            f"attention offsets {set_text(c['copied_attn_offsets'])} [{heads or 'no copier head'}]; "
-            f"as parent offsets {set_text(c['copied_parent_offsets'])}"
-            + (
-                f" + {set_text(c['residual_parent_offsets'])} via the residual"
-                if c.get("residual_parent_offsets")
-                else ""
-            )
-        )
-        rows.append(
-            (
-                "copier: copied offsets (cover the parents?)",
-                model,
-                set_text(parents),
-                _yes(c.get("parents_covered")),
-            )
-        )
-    if "selector" in r:
-        s = r["selector"].summary
-        model = (
-            f"{set_text(s['selected_offsets'])} ({s.get('best_unit', '')}, margin {s['margin']:.2f}, "
-            f"{'confident' if s['confident'] else 'not confident'})"
-        )
-        rows.append(
-            (
-                "selector: selected set",
-                model,
-                set_text(parents),
-                _yes(s.get("selected_equals_parents")),
-            )
-        )
-    if "classifier" in r:
-        k = r["classifier"].summary
-        kl = k["kl_model_to_strategy"]
-        model = (
-            f"{k['closest_strategy']} (KL {kl[k['closest_strategy']]:.4f}); closest S-gram "
-            f"{k['closest_sgram']} (KL {kl[k['closest_sgram']]:.4f})"
-            + ("" if k.get("closest_is_resolved", True) else "; not resolved from the runner-up")
-        )
-        truth = ("–" if parents is None else f"{set_text(parents)}-gram") + (
-            f"; Bayes = {k['bayes_is']}" if k.get("bayes_is") else ""
-        )
-        rows.append(
-            ("classifier: closest strategy", model, truth, _yes(k.get("closest_sgram_is_parents")))
-        )
-    if "theory" in r:
-        t = r["theory"].summary
-        for name, predicted in t["predicted"].items():
-            label = t["criteria"][name]
-            rows.append(
-                (
-                    f"theory: S* of {label}",
-                    set_text(predicted),
-                    f"model selected {set_text(t.get('model_selected'))}",
-                    _yes(t.get("agrees", {}).get(name)),
-                )
-            )
-    if roles is not None:
-        summary = roles["summary"]
-        for role in ("copier", "selector", "classifier"):
-            role_summary = summary[role]
-            failed = role_summary.get("failed_checks") or []
-            rows.append(
-                (
-                    f"role experiment: {role}",
-                    "; ".join(failed) if failed else "all checks pass",
-                    "holds",
-                    _yes(bool(summary["verdicts"][role]), "holds", "does not hold"),
-                )
-            )
-    if order is not None and order["order"]:
-        halves = ", ".join(f"{role} {step}" for role, step in order["half_rise_step"].items())
-        matches = order["matches_paper_order"]
-        verdict = "undetermined (ties)" if matches is None and order["ties"] else _yes(matches)
-        rows.append(
-            (
-                "order in which roles form (half-rise step)",
-                f"{' → '.join(order['order'])} ({halves})",
-                "paper (gih): " + " → ".join(order["paper_order"]),
-                verdict,
-            )
-        )
+    """Each headline number beside the truth it should match (`verdict_rows`)."""
+    from interp_icl.analysis.verdicts import verdict_rows
+
+    summaries = {name: result.summary for name, result in final.results.items()}
+    verdicts = verdict_rows(summaries, roles["summary"] if roles else None, order)
+    rows = [(v.quantity, v.measured, v.expected, _verdict_html(v)) for v in verdicts]
     page.data["verdicts.csv"] = pd.DataFrame(
-        [(*row[:3], _TAG.sub("", row[3])) for row in rows],
+        [(v.quantity, v.measured, v.expected, v.verdict) for v in verdicts],
         columns=["quantity", "model", "truth", "agrees"],
     )
     note = (
@@ -457,6 +366,13 @@ def _table(header: list[str], rows: list[tuple], raw_last: bool = False) -> str:
 
 def _kv(mapping: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in mapping.items())
+
+
+def _verdict_html(row) -> str:
+    """A verdict row's verdict, green when it holds and red when it does not."""
+    if row.holds is None:
+        return html.escape(row.verdict)
+    return f'<span class="{"yes" if row.holds else "no"}">{html.escape(row.verdict)}</span>'
 
 
 def _yes(value: bool | None, yes: str = "yes", no: str = "no") -> str:
