@@ -16,6 +16,7 @@ from rich.table import Table
 from interp_icl.config import RunConfig, with_overrides
 from interp_icl.errors import ConfigError, InterpICLError, require
 from interp_icl.presets import PRESETS, quickstart as quickstart_config
+from interp_icl.runs.files import check_output_dir
 
 app = typer.Typer(
     add_completion=False,
@@ -170,6 +171,7 @@ def train(
         "train.device": device,
     }
     cfg = with_overrides(base, overrides)
+    check_output_dir(out_dir, "--out-dir")
     run_dir = out_dir / cfg.name
     final = _train(cfg, run_dir, force, resume, progress)
     console.print(_loss_table(final, f"{run_dir} at step {final['step']}"))
@@ -187,6 +189,7 @@ def quickstart(
     Re-running continues (or reuses) runs/quickstart instead of overwriting it.
     """
     cfg = with_overrides(quickstart_config(), {"train.steps": steps})
+    check_output_dir(out_dir, "--out-dir")
     run_dir = out_dir / cfg.name
     task = cfg.task
     console.print(
@@ -199,11 +202,11 @@ def quickstart(
     ratio = final["eval_loss"] / final["bayes_loss"]
     console.print(f"model loss / Bayes loss = {ratio:.4f} (all targets)")
     from interp_icl.analysis.console import role_summary
-    from interp_icl.runs import analyze_checkpoint
+    from interp_icl.runs import analyze_checkpoint, rundir
 
     analysis = analyze_checkpoint(run_dir, "last")
     console.print(role_summary(analysis, f"three roles at step {analysis.step} (interp-icl analyze {run_dir} for more)"))
-    _roles(run_dir, analysis.step, 256, 0, run_dir / "patching", progress, detailed=False)
+    _roles(run_dir, analysis.step, 256, 0, run_dir / rundir.PATCHING_EXPORTS, progress, detailed=False)
     path = _write_report(run_dir, None, progress)
     console.print(f"[bold]report[/bold]: {path} (open it in a browser; works offline)")
 
@@ -235,12 +238,13 @@ def analyze(
     from interp_icl.analysis.console import analysis_tables
     from interp_icl.analysis.dynamics import stage_order
     from interp_icl.analysis.pipeline import PASSES, AnalysisSettings
-    from interp_icl.runs import analyze_checkpoint, dynamics, resolve_steps, write_outputs
+    from interp_icl.runs import analyze_checkpoint, dynamics, resolve_steps, rundir, write_outputs
 
     chosen_passes = PASSES if passes is None else tuple(p.strip() for p in passes.split(",") if p.strip())
     settings = AnalysisSettings(passes=chosen_passes, n_sequences=n_sequences, seed=seed, n_kernels=n_kernels)
     chosen = resolve_steps(run, _parse_step(step))
-    out_dir = out if out is not None else run / "analysis"
+    out_dir = out if out is not None else run / rundir.ANALYSIS_EXPORTS
+    check_output_dir(out_dir, "--out")
     if step != "all":
         analysis = analyze_checkpoint(run, chosen[0], settings, use_cache=cache)
         for table in analysis_tables(analysis, f"{run} at step {analysis.step}"):
@@ -290,13 +294,14 @@ def patch(
 
     With --roles: the three component-role experiments with their verdicts (docs/patching.md)."""
     from interp_icl.patching.experiment import PatchSettings
-    from interp_icl.runs import resolve_steps, run_patch, write_outputs
+    from interp_icl.runs import resolve_steps, run_patch, rundir, write_outputs
     from interp_icl.viz.html import write_figures_html
     from interp_icl.viz.patching import patch_heatmap
 
     require(step != "all", "--step all is not supported by patch; give a step or 'last'")
     (chosen,) = resolve_steps(run, _parse_step(step))
-    out_dir = out if out is not None else run / "patching"
+    out_dir = out if out is not None else run / rundir.PATCHING_EXPORTS
+    check_output_dir(out_dir, "--out")
     if roles:
         _roles(run, chosen, 256 if n_sequences is None else n_sequences, seed, out_dir, progress, detailed=True)
         return
@@ -405,7 +410,8 @@ def _patch_table(experiment) -> Table:
 @app.command()
 def runs(out_dir: Path = typer.Option(Path("runs"), help="Where run directories live.")) -> None:
     """List runs with their last step, held-out loss and loss - Bayes."""
-    require(out_dir.is_dir(), f"{out_dir} does not exist; train a run first")
+    require(out_dir.exists(), f"{out_dir} does not exist; train a run first")
+    require(out_dir.is_dir(), f"--out-dir {out_dir} is a file, not a directory of runs")
     from interp_icl.runs import rundir
 
     table = Table(title=f"runs in {out_dir}")
@@ -429,19 +435,34 @@ def runs(out_dir: Path = typer.Option(Path("runs"), help="Where run directories 
     console.print(table)
 
 
-def main() -> None:
-    """Console-script entry point: run the app, turning bad input into one line and exit 2."""
+click_app = typer.main.get_command(app)  # the click command behind `app` (also for mkdocs-click)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` (default: the process's) and return its exit code.
+
+    Bad input of any kind — an unknown option or command, a value of the wrong type, a missing
+    argument, an impossible config — prints one line ``error: ...`` on stderr and returns 2."""
     try:
-        app()
+        code = click_app.main(args=argv, prog_name="interp-icl", standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors: one line instead of a usage box
+        message = " ".join((exc.format_message() if hasattr(exc, "format_message") else str(exc)).split())
+        if not message:  # no arguments at all: the help was printed
+            return getattr(exc, "exit_code", 2)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except InterpICLError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
+        return 2
+    except (KeyboardInterrupt, typer.Abort):
         print("interrupted; continue with --resume", file=sys.stderr)
-        sys.exit(130)
+        return 130
+    return code if isinstance(code, int) else 0
 
 
-click_app = typer.main.get_command(app)  # the click command behind `app`, for the docs (mkdocs-click)
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())
 
 
 if __name__ == "__main__":

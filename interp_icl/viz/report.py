@@ -36,7 +36,7 @@ import plotly.offline
 from interp_icl.config import CONTINUOUS_TASKS
 from interp_icl.errors import require
 from interp_icl.jsonable import dumps
-from interp_icl.runs.files import atomic_dir, write_text
+from interp_icl.runs.files import atomic_dir, check_output_file, write_text
 from interp_icl.viz import figures
 from interp_icl.viz.attention import attention_view, bundle_script
 from interp_icl.viz.patching import table_heatmap
@@ -102,7 +102,7 @@ def build_report(
     steps = rundir.resolve_steps(run, "all")  # checks the run directory and its checkpoints
     out_path = Path(out) if out is not None else run / "report.html"
     require(out_path.suffix == ".html", f"--out must name an .html file, got {out_path}")
-    require(not out_path.is_dir(), f"--out {out_path} is a directory; name the report's .html file")
+    check_output_file(out_path, "--out")
     settings = AnalysisSettings(n_sequences=n_sequences, n_kernels=n_kernels)
     curve_settings = AnalysisSettings(passes=CURVE_PASSES, n_sequences=dynamics_sequences)
     say = progress or (lambda _: None)
