@@ -1,21 +1,52 @@
-"""The CLI as a user runs it: subprocesses, exit codes, one-line errors, SIGKILL + --resume."""
+"""The CLI as a user runs it: exit codes, one-line errors, SIGKILL + --resume.
 
+Most tests run the command line in-process (`interp_icl.cli.run`, the console script's body), so
+they do not pay the TransformerLens import per command; a few run the installed console script in
+a real subprocess (`run_cli_subprocess`), including the SIGKILL test.
+"""
+
+import contextlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from interp_icl import cli
 from interp_icl.runs import rundir
 from tests.conftest import tiny_config
 
 CLI = [sys.executable, "-m", "interp_icl.cli"]
 
 
-def run_cli(*args, cwd):
+@dataclass
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args, cwd) -> Completed:
+    """Run `interp-icl ARGS` in-process in folder `cwd`; its exit code, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.run([str(a) for a in args])
+    finally:
+        os.chdir(before)
+    return Completed(code, out.getvalue(), err.getvalue())
+
+
+def run_cli_subprocess(*args, cwd) -> subprocess.CompletedProcess:
+    """Run `interp-icl ARGS` as a separate process, as a user's shell does."""
     return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
@@ -60,9 +91,47 @@ def test_malformed_config_files(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_unknown_option_exits_2(tmp_path):
-    result = run_cli("train", "--bogus", cwd=tmp_path)
-    assert result.returncode == 2 and "No such option" in result.stderr
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--bogus"], "No such option: --bogus"),
+        (["train", "--steps", "abc"], "Invalid value for '--steps'"),
+        (["analyze"], "Missing argument 'run'"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["train", "--preset"], "Option '--preset' requires an argument"),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path, args, message):
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and message in result.stderr
+    assert "Usage" not in result.stderr
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["train", "--out-dir", "afile", "--steps", "1"], "--out-dir afile is a file"),
+        (["runs", "--out-dir", "afile"], "--out-dir afile is a file"),
+        (["analyze", "afile"], "afile is a file, not a run directory"),
+        (["report", "nowhere", "--out", "afile/r.html"], "run directory nowhere does not exist"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_console_script_smoke(tmp_path):
+    """The installed entry point in a real process: help, a bad input, a tiny training run."""
+    bad = run_cli_subprocess("train", "--steps", "0", cwd=tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().startswith("error: train.steps must be") and len(bad.stderr.splitlines()) == 1
+    cfg = _write_config(tmp_path / "tiny.json", train={"steps": 2, "eval_every": 1})
+    done = run_cli_subprocess("train", "--config", str(cfg), "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Bayes-optimal" in done.stdout and rundir.list_checkpoints(tmp_path / "runs" / "tiny")
 
 
 def test_train_runs_and_existing_run_needs_force(tmp_path):

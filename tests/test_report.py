@@ -7,8 +7,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +15,7 @@ import pytest
 from interp_icl.errors import InterpICLError
 from interp_icl.runs import create_run
 from interp_icl.viz.report import build_report
+from tests.test_cli import run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT_DIR = Path(os.environ.get("INTERP_ICL_SCREENSHOTS", "test-artifacts"))
@@ -39,13 +38,7 @@ def small_run(tmp_path_factory):
         run = tmp_path_factory.mktemp("report") / "tiny"
         create_run(tiny_config(), run, force=True, progress=False).run()
         sizes = ["--n-sequences", "32", "--n-kernels", "50", "--dynamics-sequences", "16"]
-    cli = Path(sys.executable).with_name("interp-icl")
-    done = subprocess.run(
-        [str(cli), "report", str(run), "--no-progress", *sizes],
-        check=False,
-        capture_output=True,
-        text=True,
-    )
+    done = run_cli("report", str(run), "--no-progress", *sizes, cwd=run.parent)
     assert done.returncode == 0, done.stderr
     return run
 
@@ -81,7 +74,7 @@ def test_report_holds_every_section_and_its_data(small_run):
     assert loss["model"].tolist() == pytest.approx(metrics["eval_loss"].tolist())
     assert loss["Bayes-optimal"].tolist() == pytest.approx(metrics["bayes_loss"].tolist())
     # the attention values shown are the model's patterns, rounded to 3 decimals
-    view = json.loads((data / "attention_seq0_layer1.json").read_text())
+    view = json.loads(next(data.glob("attention_seq*_layer1.json")).read_text())
     pattern = view["attention"]
     assert len(pattern) == 2 and len(pattern[0]) == len(view["tokens"])
     assert all(abs(sum(row) - 1) < 0.01 for head in pattern for row in head)
@@ -93,18 +86,30 @@ def test_report_attention_values_equal_the_model_patterns(small_run):
     from interp_icl.analysis.common import hook_cache
     from interp_icl.runs import load_run
     from interp_icl.training.seeding import generator
+    from interp_icl.viz.report import N_VIEW_POOL, N_VIEW_SEQUENCES
 
     loaded = load_run(small_run)
-    tokens = loaded.task.sample(2, generator(loaded.config.seed, "report", "attention")).tokens
-    for layer in (0, 1):
-        name = f"blocks.{layer}.attn.hook_pattern"
-        with torch.no_grad():
-            pattern = hook_cache(loaded.model, tokens[1:2], [name])[name][0]
-        view = json.loads(
-            (small_run / "report_data" / f"attention_seq1_layer{layer + 1}.json").read_text()
-        )
-        assert view["tokens"] == [str(int(t)) for t in tokens[1]]
-        assert torch.tensor(view["attention"]).sub(pattern).abs().max() <= 0.0005 + 1e-7
+    pool = loaded.task.sample(N_VIEW_POOL, generator(loaded.config.seed, "report", "attention")).tokens
+    shown = sorted({int(p.name.split("_")[1].removeprefix("seq")) for p in (small_run / "report_data").glob("attention_seq*")})
+    assert len(shown) == N_VIEW_SEQUENCES
+
+    # the shown sequences are those with the most distinct parent contexts (counted here by hand)
+    def contexts(seq):
+        parents, x = loaded.task.parents, seq.tolist()
+        return len({tuple(x[t - p] for p in parents) for t in range(max(parents), len(x))})
+
+    counts = sorted((contexts(seq) for seq in pool), reverse=True)
+    assert sorted(contexts(pool[i]) for i in shown) == sorted(counts[:N_VIEW_SEQUENCES])
+    for i in shown:
+        for layer in (0, 1):
+            name = f"blocks.{layer}.attn.hook_pattern"
+            with torch.no_grad():
+                pattern = hook_cache(loaded.model, pool[i : i + 1], [name])[name][0]
+            view = json.loads(
+                (small_run / "report_data" / f"attention_seq{i}_layer{layer + 1}.json").read_text()
+            )
+            assert view["tokens"] == [str(int(t)) for t in pool[i]]
+            assert torch.tensor(view["attention"]).sub(pattern).abs().max() <= 0.0005 + 1e-7
 
 
 def test_bad_input_leaves_an_old_report_untouched(small_run, tmp_path):
@@ -115,10 +120,7 @@ def test_bad_input_leaves_an_old_report_untouched(small_run, tmp_path):
     with pytest.raises(InterpICLError, match=r"\.html"):
         build_report(small_run, small_run / "report.txt")
     assert report.read_bytes() == before
-    cli = Path(sys.executable).with_name("interp-icl")
-    done = subprocess.run(
-        [str(cli), "report", str(tmp_path / "missing")], check=False, capture_output=True, text=True
-    )
+    done = run_cli("report", str(tmp_path / "missing"), cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 

@@ -10,7 +10,8 @@ result store, or computed and stored there now) and draws it:
   step where it formed (`analysis.dynamics`, cached per checkpoint);
 * the last checkpoint: copier heatmap, gih relative-position weights, selector sensitivities with
   the theory's S*, classifier attention by match count and KL to every strategy;
-* circuitsvis attention patterns of both layers on a few sample sequences;
+* circuitsvis attention patterns of every layer on the sample sequences that exercise the
+  circuit most (`interp_icl.analysis.examples`);
 * patching: every sweep stored for this checkpoint (`interp_icl.runs.patch_sweeps`: the default
   z-by-position sweep if none was stored) and the role-experiment table.
 
@@ -42,6 +43,7 @@ from interp_icl.viz.attention import attention_view, bundle_script
 from interp_icl.viz.patching import table_heatmap
 
 N_VIEW_SEQUENCES = 2  # sample sequences shown as attention patterns
+N_VIEW_POOL = 64  # ... picked from this many by how much they exercise the circuit
 CURVE_PASSES = ("copier", "selector", "classifier")  # what the dynamics curves read
 
 
@@ -256,21 +258,32 @@ def _layers_section(page: ReportPage, loaded, final) -> str:
 
 
 def _attention_section(page: ReportPage, loaded) -> str:
+    from interp_icl.analysis.examples import circuit_exercise, exercising_sequences
     from interp_icl.training.seeding import generator
 
-    tokens = loaded.task.sample(
-        N_VIEW_SEQUENCES, generator(loaded.config.seed, "report", "attention")
+    pool = loaded.task.sample(
+        N_VIEW_POOL, generator(loaded.config.seed, "report", "attention")
     ).tokens
+    parents = getattr(loaded.task, "parents", None)
+    chosen = exercising_sequences(pool, parents, N_VIEW_SEQUENCES)
+    scores = circuit_exercise(pool, parents)
+    picked = "; ".join(
+        f"sequence {i}: {int(scores[i, 0])} distinct parent contexts, "
+        f"{int(scores[i, 1])} distinct (context, next token) pairs"
+        for i in chosen
+    )
     intro = (
-        "<p>Sample sequences of the run's task (seeded by the run's seed). Hover a head to "
-        "see its pattern; token labels are token ids. Layer 1 should attend at the copied "
-        "offsets, layer 2 to earlier positions whose parents match the query's.</p>"
+        f"<p>The {len(chosen)} of {N_VIEW_POOL} sample sequences of the run's task (seeded by "
+        "the run's seed) that exercise the circuit most: the most distinct parent contexts, "
+        f"then the most distinct (context, next token) pairs ({html.escape(picked)}). Hover a "
+        "head to see its pattern; token labels are token ids. Layer 1 should attend at the "
+        "copied offsets, layer 2 to earlier positions whose parents match the query's.</p>"
     )
     parts = [intro]
-    for i in range(tokens.shape[0]):
-        for layer in (0, 1):
+    for i in chosen:
+        for layer in range(int(loaded.model.cfg.n_layers)):
             view = attention_view(
-                loaded.model, tokens[i], layer, f"sequence {i}, layer {layer + 1}"
+                loaded.model, pool[i], layer, f"sequence {i}, layer {layer + 1}"
             )
             page.n_views += 1
             page.data[f"attention_seq{i}_layer{layer + 1}.json"] = view.props()
