@@ -20,7 +20,10 @@ def role_summary(analysis: Analysis, title: str) -> Table:
     table.add_column("role")
     table.add_column("finding")
     table.add_column("truth / theory")
-    r = analysis.results
+    r = {n: result for n, result in analysis.results.items() if "skipped" not in result.summary}
+    for name, result in analysis.results.items():
+        if name not in r:
+            table.add_row(name, f"skipped: {result.summary['skipped']}", "-")
     parents = None
     if "copier" in r:
         s = r["copier"].summary
@@ -115,9 +118,10 @@ def theory_table(analysis: Analysis) -> Table:
 
 def analysis_tables(analysis: Analysis, title: str) -> list[Table]:
     tables = [role_summary(analysis, title)]
-    if "copier" in analysis.results:
+    ran = {n for n, r in analysis.results.items() if "skipped" not in r.summary}
+    if "copier" in ran:
         tables.append(copier_table(analysis))
-    if "classifier" in analysis.results:
+    if "classifier" in ran:
         tables.append(strategy_table(analysis))
     if "theory" in analysis.results:
         tables.append(theory_table(analysis))
