@@ -110,7 +110,7 @@ def test_a_plain_bridge_analyses_like_the_projects_model(pair):
 
 
 def test_a_plain_bridge_patches_like_transformer_lens(pair):
-    theirs, ours, task = pair
+    theirs, ours, _ = pair
     generator = torch.Generator().manual_seed(1)
     clean = torch.randint(0, 3, (4, 12), generator=generator)
     corrupted = torch.randint(0, 3, (4, 12), generator=generator)
