@@ -1,8 +1,8 @@
 """Copier pass: which earlier token each layer-1 head copies into a position (REFERENCE §1).
 
-"Layer 1" means the copier layers, every layer before the last (`ModelLayout.copier_layers`: layer 0 of a
-2-layer model, layers 0 and 1 of a 3-layer one); a 1-layer model has none. For head h of a copier
-layer and attention offset r (query i, key i - r) it measures
+"Layer 1" means the copier layers, every layer before the last (`ModelLayout.copier_layers`:
+layer 0 of a 2-layer model, layers 0 and 1 of a 3-layer one); a 1-layer model has none. For head h
+of a copier layer and attention offset r (query i, key i - r) it measures
   * ``attn_mass``: mean attention A[h, i, i - r] over query positions i >= R (so every offset
     0..R exists; R = `max_offset`), averaged within a sequence, mean ± stderr over sequences;
     ``attn_mass_beyond``: the mass on offsets > R;
