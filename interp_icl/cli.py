@@ -260,7 +260,8 @@ def analyze(
         final = analyses[chosen[-1]]
         for t in analysis_tables(final, f"{run} at step {final.step} (last of {len(chosen)} checkpoints)"):
             console.print(t)
-        order = stage_order(table, final) if {"copier", "classifier"} <= set(settings.passes) else None
+        measured = {n for n, r in final.results.items() if "skipped" not in r.summary}
+        order = stage_order(table, final) if {"copier", "classifier"} <= measured else None
         if order is not None:
             halves = ", ".join(f"{r} {s}" for r, s in order["half_rise_step"].items())
             tied = f"; ties at step(s) {', '.join(map(str, order['ties']))}: order undetermined" if order["ties"] else ""

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from interp_icl.analysis.common import ActivationMemo, attention_scores, check_tokens_for, target_log_probs, target_offset
 from interp_icl.analysis.result import PassResult, make_table, mean_stderr, per_sequence_mean, row, set_label
 from interp_icl.errors import require
-from interp_icl.models import is_gih
+from interp_icl.models import layout
 from interp_icl.theory.estimators import context_index, sgram_probs, unigram_probs
 from interp_icl.theory.selection import window_subsets
 
@@ -121,14 +121,16 @@ def classifier(
     max_degree: int | None = None,
     bayes_probs: Tensor | None = None,
     beta: float = DEFAULT_BETA,
-    layer: int = 1,
+    layer: int | None = None,
     memo: ActivationMemo | None = None,
 ) -> PassResult:
     """Classifier pass on `tokens` ``[B, T]``.
 
     parents / selected: offset sets whose matches are measured (either may be None).
-    window, max_degree: the strategy family S ⊆ {1..window}, |S| <= max_degree (defaults: the gih
-    model's M and D; else window = max(parents ∪ selected ∪ {2}) + 1 and max_degree = min(window, 3)).
+    window, max_degree: the strategy family S ⊆ {1..window}, |S| <= max_degree (defaults: the
+    layout's window and max_degree (gih: M and D); else window = max(parents ∪ selected ∪ {2}) + 1
+    and max_degree = min(window, 3)).
+    layer: the comparing layer (default: the last, `ModelLayout.classifier_layer`).
     bayes_probs: target-aligned Bayes probabilities ``[B, T, d]`` of the same tokens, if known.
     """
     tokens = check_tokens_for(model, tokens)
@@ -141,11 +143,13 @@ def classifier(
             s = tuple(sorted(s))
             require(min(s) >= 1, f"{role} offsets must be >= 1, got {list(s)}")
             sets[role] = s
+    shape = layout(model)
+    layer = shape.classifier_layer if layer is None else layer
     if window is None:
         known = [o for s in sets.values() for o in s] + [2]
-        window = int(model.cfg.window) if is_gih(model) else max(known) + 1
+        window = int(shape.window) if shape.window is not None else max(known) + 1
     if max_degree is None:
-        max_degree = int(model.cfg.max_degree) if is_gih(model) else min(window, 3)
+        max_degree = int(shape.max_degree) if shape.max_degree is not None else min(window, 3)
     longest = max([window] + [max(s) for s in sets.values()])
     require(seq >= longest + 3, f"classifier needs sequences of at least {longest + 3} tokens, got {seq}")
     require(bayes_probs is None or bayes_probs.shape == (batch, seq, d), "bayes_probs must be [B, T, d] like the tokens")

@@ -3,7 +3,9 @@
 A model qualifies if it has ``cfg.d_vocab`` / ``cfg.n_ctx``, ``run_with_cache`` and TransformerLens
 hook names: ``blocks.{l}.attn.hook_pattern`` / ``hook_attn_scores`` ``[B, head, query, key]``,
 ``blocks.{l}.attn.hook_z`` / ``hook_q`` / ``hook_k`` ``[B, pos, head, d]``. The standard family
-(a TransformerBridge), the gih family and a user's own TransformerBridge with two layers all do.
+(a TransformerBridge), the gih family and a user's own TransformerBridge all do. What differs
+between them (output logits or probabilities, target offset, layer-1 window, which hook holds
+the compared feature) is read from the model's cfg through `interp_icl.models.layout`.
 
 Position conventions. Row i of a model's output predicts token ``t = i + target_offset`` (1 for
 TransformerLens logits, 0 for the gih model, whose row t is the query slot of token t). Offsets
@@ -18,10 +20,9 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
-from transformer_lens.model_bridge import TransformerBridge
 
 from interp_icl.errors import InterpICLError, require
-from interp_icl.models import is_gih, log_probs_from_logits, next_token_log_probs, target_offset
+from interp_icl.models import layout, log_probs_from_logits, next_token_log_probs, target_offset
 from interp_icl.models.common import check_tokens
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "attention_scores",
     "check_tokens_for",
     "hook_cache",
+    "layout",
     "next_token_log_probs",
     "resample_one_position",
     "target_log_probs",
@@ -131,7 +133,9 @@ def target_log_probs(model: nn.Module, tokens: Tensor, memo: ActivationMemo | No
     Same numbers as `interp_icl.models.next_token_log_probs`; for a TransformerLens model with a
     memo the logits come from the memo's ``unembed.hook_out`` instead of another forward.
     """
-    if memo is None or is_gih(model) or "unembed.hook_out" not in model.hook_dict:
+    shape = layout(model)
+    from_memo = shape.output == "logits" and shape.target_offset == 1
+    if memo is None or not from_memo or "unembed.hook_out" not in model.hook_dict:
         return next_token_log_probs(model, tokens)
     return log_probs_from_logits(hook_cache(model, tokens, ["unembed.hook_out"], memo=memo)["unembed.hook_out"])
 
@@ -143,12 +147,12 @@ def attention_scores(
 
     TransformerLens 4.3's TransformerBridge fires ``hook_attn_scores`` with the *post*-softmax
     pattern (see its attention bridge: "Most HF implementations return post-softmax weights"), so
-    for a bridge the scores are rebuilt as q·k / attn_scale from ``hook_q`` / ``hook_k`` with the
-    causal mask. Either way the result is checked against ``hook_pattern`` (softmax must reproduce
+    unless the layout says ``attn_scores = "hook"`` (the gih model) the scores are rebuilt as
+    q·k / attn_scale from ``hook_q`` / ``hook_k`` with the causal mask. Either way the result is checked against ``hook_pattern`` (softmax must reproduce
     it to 1e-4); a model whose scores cannot be recovered raises InterpICLError.
     """
     base = f"blocks.{layer}.attn."
-    if isinstance(model, TransformerBridge):
+    if layout(model).attn_scores == "qk":
         cache = hook_cache(model, tokens, [base + "hook_q", base + "hook_k", base + "hook_pattern"], memo=memo)
         q, k, pattern = cache[base + "hook_q"], cache[base + "hook_k"], cache[base + "hook_pattern"]
         use_scale = getattr(model.cfg, "use_attn_scale", True)

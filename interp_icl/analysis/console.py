@@ -85,9 +85,10 @@ def theory_table(analysis: Analysis) -> Table:
 
 def analysis_tables(analysis: Analysis, title: str) -> list[Table]:
     tables = [role_summary(analysis, title)]
-    if "copier" in analysis.results:
+    ran = {n for n, r in analysis.results.items() if "skipped" not in r.summary}
+    if "copier" in ran:
         tables.append(copier_table(analysis))
-    if "classifier" in analysis.results:
+    if "classifier" in ran:
         tables.append(strategy_table(analysis))
     if "theory" in analysis.results:
         tables.append(theory_table(analysis))

@@ -1,6 +1,8 @@
 """Copier pass: which earlier token each layer-1 head copies into a position (REFERENCE §1).
 
-For head h and attention offset r (query i, key i - r) it measures
+"Layer 1" means the copier layers, every layer before the last (`ModelLayout.copier_layers`:
+layer 0 of a 2-layer model, layers 0 and 1 of a 3-layer one); a 1-layer model has none. For head h
+of a copier layer and attention offset r (query i, key i - r) it measures
   * ``attn_mass``: mean attention A[h, i, i - r] over query positions i >= R (so every offset
     0..R exists; R = `max_offset`), averaged within a sequence, mean ± stderr over sequences;
     ``attn_mass_beyond``: the mass on offsets > R;
@@ -16,10 +18,14 @@ layer 2 through the residual stream, not through a head. The same head serves bo
 for keys). So a TransformerLens model that implements the {1,2}-gram typically has copiers at
 attention offsets {1, 2}: offset 1 feeds the query (parent 2; parent 1 is the residual) and both
 feed the keys. The summary lists ``copied_attn_offsets`` (= key-side offsets) and
-``copied_parent_offsets`` (query side); in a gih model the two coincide.
+``copied_parent_offsets`` (query side); in a gih model the two coincide. Heads are named
+``L{layer}H{head}``; with several copier layers the summary's ``layer`` is their list and each
+head entry carries its ``layer``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -27,16 +33,18 @@ from torch import Tensor, nn
 from interp_icl.analysis.common import ActivationMemo, check_tokens_for, hook_cache, resample_one_position, target_offset
 from interp_icl.analysis.result import PassResult, make_table, row
 from interp_icl.errors import require
-from interp_icl.models import is_gih
+from interp_icl.models import layout
 
 COPIER_THRESHOLD = 0.5
 
 
 def default_max_offset(model: nn.Module, parents: tuple[int, ...] | None) -> int:
-    """Largest attention/parent offset the passes look at: the gih window + 1, else max(parents) + 2
-    (so at least one non-parent offset is measured), else 4."""
-    if is_gih(model):
-        return int(model.cfg.window) + 1
+    """Largest attention/parent offset the passes look at: the layer-1 window + 1 when the layout
+    declares one (gih: M + 1), else max(parents) + 2 (so at least one non-parent offset is
+    measured), else 4."""
+    window = layout(model).window
+    if window is not None:
+        return int(window) + 1
     return max(parents) + 2 if parents else 4
 
 
@@ -54,14 +62,17 @@ def copier(
     tokens: Tensor,
     parents: tuple[int, ...] | None = None,
     max_offset: int | None = None,
-    layer: int = 0,
+    layer: int | Sequence[int] = 0,
     repeats: int = 2,
     seed: int = 0,
     copier_threshold: float = COPIER_THRESHOLD,
     memo: ActivationMemo | None = None,
 ) -> PassResult:
-    """Copier pass on `tokens` ``[B, T]``; `parents` (the task's true parent offsets) is optional
-    and only used for the summary's comparison."""
+    """Copier pass on `tokens` ``[B, T]`` over layer `layer` (or each of several layers, one
+    resampled batch for all); `parents` (the task's true parent offsets) is optional and only used
+    for the summary's comparison."""
+    layers = [layer] if isinstance(layer, int) else list(layer)
+    require(layers, "the copier pass needs at least one layer")
     tokens = check_tokens_for(model, tokens)
     parents = tuple(sorted(parents)) if parents else None
     max_offset = default_max_offset(model, parents) if max_offset is None else max_offset
@@ -69,19 +80,60 @@ def copier(
     require(max_offset >= 1, f"max_offset must be >= 1, got {max_offset}")
     require(seq >= 2 * max_offset + 1, f"copier needs sequences of at least {2 * max_offset + 1} tokens, got {seq}")
     off = target_offset(model)
-    pattern_name, z_name = f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_z"
-
-    clean = hook_cache(model, tokens, [pattern_name, z_name], memo=memo)
-    masses = offset_masses(clean[pattern_name], max_offset)  # [B, H, Q, R+1]
-    n_heads = masses.shape[1]
-
+    names = {n for ell in layers for n in (f"blocks.{ell}.attn.hook_pattern", f"blocks.{ell}.attn.hook_z")}
+    clean = hook_cache(model, tokens, sorted(names), memo=memo)
     generator = torch.Generator().manual_seed(seed)
     corrupted, source, changed = resample_one_position(
         tokens, model.cfg.d_vocab, max_offset, seq - 1 - max_offset, repeats, generator
     )
-    z_clean = clean[z_name][source]  # [R*B, T, H, dz]
-    z_corr = hook_cache(model, corrupted, [z_name], memo=memo)[z_name]
-    rows_idx = torch.arange(len(source))
+    z_names = [f"blocks.{ell}.attn.hook_z" for ell in layers]
+    dirty = hook_cache(model, corrupted, z_names, memo=memo)
+    rows, heads = [], {}
+    for ell in layers:
+        layer_rows, layer_heads = _layer_heads(
+            clean[f"blocks.{ell}.attn.hook_pattern"], clean[f"blocks.{ell}.attn.hook_z"][source],
+            dirty[f"blocks.{ell}.attn.hook_z"], changed, ell, off, max_offset, repeats, copier_threshold,
+        )
+        rows += layer_rows
+        for unit, entry in layer_heads.items():
+            heads[unit] = entry if len(layers) == 1 else {"layer": ell, **entry}
+
+    copied = sorted({v["parent_offset"] for v in heads.values() if v["is_copier"]})
+    copied_attn = sorted({v["attn_offset"] for v in heads.values() if v["is_copier"]})
+    residual = [1] if off == 1 else []
+    summary = {
+        "layer": layers[0] if len(layers) == 1 else layers,
+        "target_offset": off,
+        "max_offset": max_offset,
+        "copier_threshold": copier_threshold,
+        "heads": heads,
+        "copied_attn_offsets": copied_attn,
+        "copied_parent_offsets": copied,
+        "residual_parent_offsets": residual,
+        "true_parents": list(parents) if parents else None,
+        "copied_equals_parents": (copied == list(parents)) if parents else None,
+        "parents_covered": (set(parents) <= set(copied) | set(residual)) if parents else None,
+        "n_sequences": batch,
+    }
+    return PassResult("copier", make_table(rows), summary)
+
+
+def _layer_heads(
+    pattern: Tensor,
+    z_clean: Tensor,
+    z_corr: Tensor,
+    changed: Tensor,
+    layer: int,
+    off: int,
+    max_offset: int,
+    repeats: int,
+    copier_threshold: float,
+) -> tuple[list[dict], dict[str, dict]]:
+    """Rows and head entries of one layer. pattern ``[B, H, T, T]``; z_clean / z_corr
+    ``[R*B, T, H, dz]`` (clean rows aligned with the corrupted copies); changed ``[R*B]``."""
+    masses = offset_masses(pattern, max_offset)  # [B, H, Q, R+1]
+    batch, n_heads = masses.shape[:2]
+    rows_idx = torch.arange(len(changed))
 
     # causal[b, h, r]: relative change of head h's output at j + r when token j is replaced
     causal = torch.zeros(batch, n_heads, max_offset + 1, dtype=torch.float64)
@@ -113,21 +165,4 @@ def copier(
             "causal_offset": int(causal[:, h].mean(0).argmax()),
         }
 
-    copied = sorted({v["parent_offset"] for v in heads.values() if v["is_copier"]})
-    copied_attn = sorted({v["attn_offset"] for v in heads.values() if v["is_copier"]})
-    residual = [1] if off == 1 else []
-    summary = {
-        "layer": layer,
-        "target_offset": off,
-        "max_offset": max_offset,
-        "copier_threshold": copier_threshold,
-        "heads": heads,
-        "copied_attn_offsets": copied_attn,
-        "copied_parent_offsets": copied,
-        "residual_parent_offsets": residual,
-        "true_parents": list(parents) if parents else None,
-        "copied_equals_parents": (copied == list(parents)) if parents else None,
-        "parents_covered": (set(parents) <= set(copied) | set(residual)) if parents else None,
-        "n_sequences": batch,
-    }
-    return PassResult("copier", make_table(rows), summary)
+    return rows, heads

@@ -50,19 +50,21 @@ def _curve(table: pd.DataFrame, **match: Any) -> pd.Series:
 def role_curves(table: pd.DataFrame, final: Analysis) -> dict[str, pd.Series]:
     """Progress curve of each role (see the module docstring)."""
     curves: dict[str, pd.Series] = {}
-    copier_summary = final.results["copier"].summary if "copier" in final.results else None
+    measured = {n: r.summary for n, r in final.results.items() if "skipped" not in r.summary}
+    copier_summary = measured.get("copier")
     if copier_summary is not None:
         true_parents = copier_summary.get("true_parents") or []
         copiers = {u: h for u, h in copier_summary["heads"].items() if h["is_copier"]}
         on_parents = {u: h for u, h in copiers.items() if h["parent_offset"] in true_parents}
         parts = []
         for head in (on_parents or copiers).values():
-            match = {"pass": "copier", "metric": "attn_mass", "layer": copier_summary["layer"], "head": head["head"]}
+            layer = head.get("layer", copier_summary["layer"])  # several copier layers: per head
+            match = {"pass": "copier", "metric": "attn_mass", "layer": layer, "head": head["head"]}
             parts.append(_curve(table, **match, offset=head["attn_offset"]))
         if parts:
             curves["copier"] = pd.concat(parts, axis=1).mean(axis=1)
-    selector_summary = final.results["selector"].summary if "selector" in final.results else None
-    classifier_summary = final.results["classifier"].summary if "classifier" in final.results else None
+    selector_summary = measured.get("selector")
+    classifier_summary = measured.get("classifier")
     parents = (copier_summary or {}).get("true_parents")
     if selector_summary is not None and "subset_weights" in selector_summary and copier_summary is not None and parents:
         heads = copier_summary["heads"]

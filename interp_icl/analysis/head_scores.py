@@ -21,8 +21,9 @@ induction heads by the "mul" induction score, which counts every matching key.
 Standard (TransformerBridge) models also get weight-based scores from what the bridge provides:
 ``ov_copying`` = Σ Re λ / Σ |λ| over the eigenvalues λ of the full OV circuit W_E W_OV W_U of each
 head (Elhage et al. 2021; +1 for a pure copier; positional embeddings and any layer norm are
-ignored; NaN for a head whose OV circuit is zero), and ``k_composition`` of every layer-0 head
-into every layer-1 head (`all_composition_scores("K")`; NaN where a head's matrix is zero).
+ignored; NaN for a head whose OV circuit is zero), and ``k_composition`` of every head into every
+head of each later layer (`all_composition_scores("K")`; NaN where a head's matrix is zero; the
+source layer is in the unit name ``L{l0}H{h0}->L{l1}H{h1}``; none in a 1-layer model).
 """
 
 from __future__ import annotations
@@ -181,9 +182,12 @@ def _weight_scores(model: nn.Module, heads: dict[str, dict]) -> list[dict]:
             unit = f"L{layer}H{h}"
             rows.append(scalar_row(unit, "ov_copying", value, 1, layer=layer, head=h))
             heads[unit]["ov_copying"] = value
-    for h0 in range(n_heads):
-        for h1 in range(n_heads):
-            value = float(composition[0, h0, 1, h1])
-            rows.append(scalar_row(f"L0H{h0}->L1H{h1}", "k_composition", value, 1, layer=1, head=h1, source_head=h0))
-            heads[f"L1H{h1}"][f"k_composition_from_L0H{h0}"] = None if math.isnan(value) else value
+    pairs = [(l0, l1) for l1 in range(n_layers) for l0 in range(l1)]  # every earlier layer
+    for l0, l1 in pairs:
+        for h0 in range(n_heads):
+            for h1 in range(n_heads):
+                value = float(composition[l0, h0, l1, h1])
+                unit = f"L{l0}H{h0}->L{l1}H{h1}"
+                rows.append(scalar_row(unit, "k_composition", value, 1, layer=l1, head=h1, source_head=h0))
+                heads[f"L{l1}H{h1}"][f"k_composition_from_L{l0}H{h0}"] = None if math.isnan(value) else value
     return rows

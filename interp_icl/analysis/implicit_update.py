@@ -54,8 +54,7 @@ from torch import Tensor, nn
 from interp_icl.analysis.common import check_tokens_for
 from interp_icl.analysis.result import PassResult, make_table, row
 from interp_icl.errors import InterpICLError, require
-from interp_icl.models import is_gih, is_regression_block
-from interp_icl.models.linear_attention import LinearSelfAttention
+from interp_icl.models import layout
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,
@@ -126,12 +125,21 @@ def _unsupported(model: nn.Module, why: str) -> InterpICLError:
     )
 
 
+UNSUPPORTED_BLOCKS = {  # layout block_type -> why the pass cannot run
+    "gih": "is the gih model, whose blocks are not attention + MLP blocks",
+    "linear_attention": "is linear self-attention: its blocks have no MLP",
+}
+
+
+def _check_block_type(model: nn.Module) -> None:
+    kind = layout(model).block_type
+    if kind != "transformer":
+        raise _unsupported(model, UNSUPPORTED_BLOCKS.get(kind, f"has {kind!r} blocks"))
+
+
 def block_weights(model: nn.Module, layer: int) -> BlockWeights:
     """The weights of block `layer`; InterpICLError for a block type the pass does not support."""
-    if is_gih(model):
-        raise _unsupported(model, "is the gih model, whose blocks are not attention + MLP blocks")
-    if isinstance(model, LinearSelfAttention):
-        raise _unsupported(model, "is linear self-attention: its blocks have no MLP")
+    _check_block_type(model)
     cfg = getattr(model, "cfg", None)
     blocks = getattr(model, "blocks", None)
     if cfg is None or blocks is None:
@@ -221,10 +229,9 @@ def check_inputs(model: nn.Module, tokens: Tensor) -> Tensor:
     """The pass's inputs after the model's own checks: integer token ids ``[B, T]`` (int64) for
     TransformerLens-style models, float vectors ``[B, T, d + 1]`` (in the model's dtype) for the
     regression `block` family."""
-    if is_regression_block(model):
+    _check_block_type(model)
+    if layout(model).input == "vectors":
         return model.check_input(tokens)
-    if isinstance(model, LinearSelfAttention):
-        raise _unsupported(model, "is linear self-attention: its blocks have no MLP")
     return check_tokens_for(model, tokens)
 
 

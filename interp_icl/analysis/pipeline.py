@@ -23,21 +23,29 @@ from interp_icl.analysis.classifier import classifier
 from interp_icl.analysis.common import ActivationMemo
 from interp_icl.analysis.copier import copier, default_max_offset
 from interp_icl.analysis.head_scores import head_scores
-from interp_icl.analysis.result import PassResult, set_label
+from interp_icl.analysis.result import PassResult, make_table, set_label
 from interp_icl.analysis.selector import selector
 from interp_icl.analysis.theory import theory
 from interp_icl.analysis.verdicts import verdict_rows
 from interp_icl.errors import require
+from interp_icl.models.layout import NO_CIRCUIT, ModelLayout, layout
 from interp_icl.tasks import Task, is_continuous
 from interp_icl.training.seeding import generator
 
 PASSES = ("copier", "selector", "classifier", "head_scores", "theory")
 CACHE_VERSION = 1
-SHARED_HOOKS = (
-    "blocks.0.attn.hook_pattern", "blocks.0.attn.hook_z", "blocks.0.mlp.hook_feature",
-    "blocks.1.hook_resid_pre", "blocks.1.attn.hook_q", "blocks.1.attn.hook_k", "blocks.1.attn.hook_pattern",
-    "unembed.hook_out",
-)
+
+
+def shared_hooks(shape: ModelLayout) -> tuple[str, ...]:
+    """The hooks the passes share, for a memo: the copier layers' patterns and outputs, the
+    compared feature, the last layer's input, q, k and pattern, and the logits."""
+    last = shape.classifier_layer
+    copiers = [f"blocks.{ell}.attn.{n}" for ell in shape.copier_layers for n in ("hook_pattern", "hook_z")]
+    return (
+        *copiers, shape.compared_feature,
+        f"blocks.{last}.hook_resid_pre", f"blocks.{last}.attn.hook_q", f"blocks.{last}.attn.hook_k",
+        f"blocks.{last}.attn.hook_pattern", "unembed.hook_out",
+    )
 
 
 @dataclass
@@ -85,6 +93,10 @@ class Analysis:
         """The three-role summary: copied offsets, selected set, closest strategy, theory, and
         each verdict of `verdict_rows` ({key: holds})."""
         out: dict[str, Any] = {}
+        skipped = {n: r.summary["skipped"] for n, r in self.results.items() if "skipped" in r.summary}
+        if skipped:  # a 1-layer model: the circuit passes were skipped
+            ran = {n: r for n, r in self.results.items() if n not in skipped}
+            return {"skipped": skipped, **Analysis(ran).headline()}
         if "copier" in self.results:
             s = self.results["copier"].summary
             out["copied_attn_offsets"] = s["copied_attn_offsets"]
@@ -120,7 +132,11 @@ def analyze_model(
     model: nn.Module, task: Task, settings: AnalysisSettings | None = None, theory_result: PassResult | None = None
 ) -> Analysis:
     """Run `settings.passes` on `model` with sequences from `task`. `theory_result`: a theory
-    pass computed earlier for this task (it does not depend on the weights)."""
+    pass computed earlier for this task (it does not depend on the weights).
+
+    The copier pass covers every layer before the last, the selector and classifier passes the last
+    layer (`interp_icl.models.layout`). A 1-layer model has no copier -> classifier circuit: those
+    three passes are skipped, each with an empty table and the summary ``{"skipped": reason}``."""
     settings = settings or AnalysisSettings()
     require(
         not is_continuous(task),
@@ -133,16 +149,24 @@ def analyze_model(
     batch = task.sample(settings.n_sequences, gen)
     tokens = batch.tokens
     max_offset = default_max_offset(model, parents)
+    shape = layout(model)
     results: dict[str, PassResult] = {}
-    memo = ActivationMemo(SHARED_HOOKS)  # one forward per distinct token batch for all passes
+    memo = ActivationMemo(shared_hooks(shape))  # one forward per distinct token batch for all passes
+    selected = None
     with torch.no_grad():
-        if "copier" in settings.passes:
-            results["copier"] = copier(model, tokens, parents, max_offset, seed=settings.seed, memo=memo)
-        selected = None
-        if "selector" in settings.passes:
+        circuit_passes = [p for p in ("copier", "selector", "classifier") if p in settings.passes]
+        if circuit_passes and not shape.has_circuit:
+            for name in circuit_passes:
+                results[name] = PassResult(name, make_table([]), {"skipped": NO_CIRCUIT})
+            circuit_passes = []
+        if "copier" in circuit_passes:
+            results["copier"] = copier(
+                model, tokens, parents, max_offset, layer=shape.copier_layers, seed=settings.seed, memo=memo
+            )
+        if "selector" in circuit_passes:
             results["selector"] = selector(model, tokens, parents, max_offset, seed=settings.seed, memo=memo)
             selected = tuple(results["selector"].summary["selected_offsets"]) or None
-        if "classifier" in settings.passes:
+        if "classifier" in circuit_passes:
             results["classifier"] = classifier(
                 model, tokens, parents, selected, bayes_probs=task.bayes_probs(batch), memo=memo
             )

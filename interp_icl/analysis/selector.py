@@ -6,9 +6,12 @@ moves, by parent offset δ:
   * key side — feature at l, whose own token x_l is the one layer 2 would copy; δ = l - j for the
     resampled position j (δ = 0 is the copied token itself, reported but never "selected");
   * query side — feature at i, which predicts token t = i + target_offset; δ = t - j >= 1.
-Features ("units"): for every layer-2 head its query and key vectors (``blocks.1.attn.hook_q`` /
-``hook_k``), plus the stream layer 2 reads — ``blocks.1.hook_resid_pre`` in a TransformerLens
-model, the FFN feature φ (``blocks.0.mlp.hook_feature``) in the gih model.
+"Layer 2" is the comparing layer, the model's last (`ModelLayout.classifier_layer`: layer 1 of a
+2-layer model, layer 2 of a 3-layer one). Features ("units"): for every head of that layer its
+query and key vectors (``blocks.{L}.attn.hook_q`` / ``hook_k``), plus the feature the layout
+declares it compares (`ModelLayout.compared_feature`) — the stream it reads,
+``blocks.{L}.hook_resid_pre``, in a TransformerLens model, the FFN feature φ
+(``blocks.0.mlp.hook_feature``) in the gih model.
 
 Normalised sensitivity s(δ) = E||f(x with x_j resampled) - f(x)|| / E||f(x) - f(x~)||, where x~ is
 another sequence (the feature's typical spread at the same positions); mean ± stderr over
@@ -32,6 +35,7 @@ from interp_icl.analysis.common import ActivationMemo, check_tokens_for, hook_ca
 from interp_icl.analysis.copier import default_max_offset, offset_masses
 from interp_icl.analysis.result import PassResult, make_table, row, scalar_row, set_label
 from interp_icl.errors import require
+from interp_icl.models import layout
 
 MARGIN_THRESHOLD = 0.5
 
@@ -49,7 +53,9 @@ def select_by_gap(sensitivity: dict[int, float]) -> tuple[list[int], float]:
 
 
 def feature_units(model: nn.Module, layer: int) -> dict[str, tuple[str, int | None]]:
-    """{unit label: (hook name, head index or None)} of the features layer `layer` compares."""
+    """{unit label: (hook name, head index or None)} of the features layer `layer` compares: each
+    head's q/k, and the layout's compared feature (for the last layer; else the layer's input
+    ``hook_resid_pre``) when the model has that hook."""
     hooks = set(model.hook_dict)
     units: dict[str, tuple[str, int | None]] = {}
     q_name = f"blocks.{layer}.attn.hook_q"
@@ -57,10 +63,14 @@ def feature_units(model: nn.Module, layer: int) -> dict[str, tuple[str, int | No
     n_heads = hook_cache(model, torch.zeros(1, 2, dtype=torch.long), [q_name])[q_name].shape[2]
     for h in range(n_heads):
         units[f"L{layer}H{h} q/k"] = ("qk", h)
-    if f"blocks.{layer}.hook_resid_pre" in hooks:
-        units[f"resid_pre L{layer}"] = (f"blocks.{layer}.hook_resid_pre", None)
-    elif f"blocks.{layer - 1}.mlp.hook_feature" in hooks:
-        units["ffn feature"] = (f"blocks.{layer - 1}.mlp.hook_feature", None)
+    shape = layout(model)
+    name = shape.compared_feature if layer == shape.classifier_layer else f"blocks.{layer}.hook_resid_pre"
+    if name in hooks:
+        if name == f"blocks.{layer}.hook_resid_pre":
+            label = f"resid_pre L{layer}"
+        else:
+            label = "ffn feature" if name.endswith("mlp.hook_feature") else name
+        units[label] = (name, None)
     return units
 
 
@@ -69,13 +79,15 @@ def selector(
     tokens: Tensor,
     parents: tuple[int, ...] | None = None,
     max_offset: int | None = None,
-    layer: int = 1,
+    layer: int | None = None,
     repeats: int = 2,
     seed: int = 0,
     margin_threshold: float = MARGIN_THRESHOLD,
     memo: ActivationMemo | None = None,
 ) -> PassResult:
-    """Selector pass on `tokens` ``[B, T]``; `parents` only feeds the summary's comparison."""
+    """Selector pass on `tokens` ``[B, T]`` at the comparing layer `layer` (default: the last);
+    `parents` only feeds the summary's comparison."""
+    layer = layout(model).classifier_layer if layer is None else layer
     tokens = check_tokens_for(model, tokens)
     parents = tuple(sorted(parents)) if parents else None
     max_offset = default_max_offset(model, parents) if max_offset is None else max_offset
@@ -164,7 +176,7 @@ def _subset_weights(model: nn.Module, tokens: Tensor, rows: list[dict], layer: i
     names = ["blocks.0.mlp.hook_subset_weights", "blocks.0.attn.hook_pattern"]
     cache = hook_cache(model, tokens[:8], names)
     p = cache[names[0]][0] if cache[names[0]].ndim > 1 else cache[names[0]]
-    window = int(model.cfg.window)
+    window = int(layout(model).window)
     masses = offset_masses(cache[names[1]], window).mean((0, 2))  # [H, window+1]
     copied = [int(masses[h].argmax()) + target_offset(model) for h in range(masses.shape[0])]
     entries = []

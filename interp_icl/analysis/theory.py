@@ -1,8 +1,8 @@
 """Theory pass: the parent set the χ² selection criteria predict for a Markov task (REFERENCE §1).
 
 Wraps `interp_icl.theory.selection.estimate_selection` as a PassResult. The candidate sets are
-S ⊆ {1..W}, |S| <= D with W, D the gih model's window and degree, or for other models
-W = max(parents) + 1 and D = min(W, 3). The modified criterion is a **reconstruction** (the
+S ⊆ {1..W}, |S| <= D with W, D the window and degree the model's layout declares (the gih model's
+M and D), or where it declares none W = max(parents) + 1 and D = min(W, 3). The modified criterion is a **reconstruction** (the
 paper's exact formula could not be read) and is labelled so in the table and summary.
 """
 
@@ -12,15 +12,16 @@ from torch import nn
 
 from interp_icl.analysis.result import PassResult, make_table
 from interp_icl.errors import require
-from interp_icl.models import is_gih
+from interp_icl.models import layout
 from interp_icl.theory.selection import CRITERION_LABELS, estimate_selection
 
 
 def theory_window(model: nn.Module | None, parents: tuple[int, ...]) -> tuple[int, int]:
     """(W, D) of the candidate family for `model`."""
-    if model is not None and is_gih(model):
-        return int(model.cfg.window), int(model.cfg.max_degree)
-    window = max(parents) + 1
+    shape = layout(model) if model is not None else None
+    window = max(parents) + 1 if shape is None or shape.window is None else int(shape.window)
+    if shape is not None and shape.max_degree is not None:
+        return window, int(shape.max_degree)
     return window, min(window, 3)
 
 

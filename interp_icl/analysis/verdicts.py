@@ -44,6 +44,10 @@ def verdict_rows(
 ) -> list[VerdictRow]:
     """The verdict rows of an analysis (+ role experiments, + stage order), in report order."""
     rows: list[VerdictRow] = []
+    for name, summary in summaries.items():  # e.g. a 1-layer model: no two-layer circuit exists
+        if "skipped" in summary:
+            rows.append(VerdictRow(f"{name}_skipped", f"{name}: not measured", summary["skipped"], "–", None))
+    summaries = {name: s for name, s in summaries.items() if "skipped" not in s}
     parents = None
     if "copier" in summaries:
         c = summaries["copier"]
@@ -121,6 +125,8 @@ def verdict_rows(
     if roles is not None:
         for role in ("copier", "selector", "classifier"):
             failed = roles[role].get("failed_checks") or []
+            if roles[role].get("not_applicable"):
+                failed = [roles[role]["not_applicable"]]
             rows.append(
                 VerdictRow(
                     f"role_{role}",

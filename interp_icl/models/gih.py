@@ -45,6 +45,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,14 @@ class GIHConfig:
     w_minus: float = 0.1
     c_init: float = 0.01
     a_init: float = 0.01
+    # the layout analysis code reads (`interp_icl.models.layout`); window and max_degree above too
+    output: ClassVar[str] = "probs"
+    target_offset: ClassVar[int] = 0
+    feature_hook: ClassVar[str] = "blocks.0.mlp.hook_feature"
+    attn_scores: ClassVar[str] = "hook"
+    direct_path: ClassVar[bool] = False
+    last_forward: ClassVar[str] = "forward_last"
+    block_type: ClassVar[str] = "gih"
 
 
 def head_subsets(n_heads: int, max_degree: int) -> list[tuple[int, ...]]:

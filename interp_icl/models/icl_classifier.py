@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +56,7 @@ class ICLClassifierConfig:
     d_mlp: int = 128
     n_layers: int = 2
     n_heads: int = 1
+    input: ClassVar[str] = "vectors"  # layout (`interp_icl.models.layout`)
 
     def __post_init__(self) -> None:
         for name in ("d_input", "n_ctx", "d_model", "d_head", "d_mlp"):

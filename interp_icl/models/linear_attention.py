@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +80,8 @@ class LinearAttentionConfig:
     n_ctx: int | None = None
     n_heads: int = 1
     d_model: int = field(init=False)
+    input: ClassVar[str] = "vectors"  # layout (`interp_icl.models.layout`)
+    block_type: ClassVar[str] = "linear_attention"
 
     def __post_init__(self) -> None:
         require(self.d_x >= 1, f"d_x must be at least 1, got {self.d_x}")

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +104,7 @@ class RegressionBlockConfig:
     attn_scores_soft_cap: float = field(default=-1.0, init=False)
     use_attn_scale: bool = field(default=True, init=False)
     attn_scale: float = field(init=False)
+    input: ClassVar[str] = "vectors"  # layout (`interp_icl.models.layout`)
 
     def __post_init__(self) -> None:
         require(self.d_x >= 1, f"d_x must be at least 1, got {self.d_x}")

@@ -24,6 +24,10 @@ def verdict_table(report, title: str) -> Table:
     table = Table(title=title)
     for column in ("role", "verdict", "evidence"):
         table.add_column(column)
+    if any("not_applicable" in summary for summary in r.values()):  # a 1-layer model
+        for role, summary in r.items():
+            table.add_row(role, "[yellow]not applicable[/yellow]", summary.get("not_applicable", ""))
+        return table
     c, s, k = r["copier"], r["selector"], r["classifier"]
     evidence = {
         "copier": "; ".join(
@@ -63,6 +67,8 @@ def verdict_table(report, title: str) -> Table:
 def role_tables(report) -> list[Table]:
     """Detailed tables: copier heads, their paths into layer 2, selector offsets, classifier losses."""
     r = {role: result.summary for role, result in report.results.items()}
+    if any("not_applicable" in summary for summary in r.values()):
+        return []  # no circuit to detail; `verdict_table` says why
     n = report.n_sequences
     c = r["copier"]
     copier = Table(title=f"copier: mean-ablate each layer-1 head (loss change in nats; n = {n})")

@@ -5,9 +5,9 @@ A `Metric` wraps ``fn(output [B, T, V]) -> [B]`` and declares the output rows it
 the output it hands to ``fn`` is NaN, so a metric that reads a row it did not declare returns NaN
 instead of a silently stale number.
 
-"Output" is what the model returns: TransformerLens logits for the standard family (row i predicts
-token i+1), probabilities for the gih family (row t predicts token t). The builders below take the
-model and handle both; `Metric` itself accepts any callable, e.g. one written for
+"Output" is what the model returns, as its layout declares (`interp_icl.models.layout`):
+TransformerLens logits for the standard family (row i predicts token i+1), probabilities for the
+gih family (row t predicts token t). The builders below take the model and handle both; `Metric` itself accepts any callable, e.g. one written for
 `transformer_lens.patching`, once it returns per-sequence values.
 """
 
@@ -18,11 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from interp_icl.errors import require
-from interp_icl.models import PROB_FLOOR, is_gih, target_offset
+from interp_icl.models import output_log_probs, target_offset
 
 
 @dataclass(frozen=True)
@@ -73,13 +72,6 @@ def per_sequence(metric: Metric, outputs: Tensor) -> Tensor:
 def metric_on_output(metric: Metric, output: Tensor) -> Tensor:
     """``[B]`` the metric on one model output ``[B, T, V]``, rows it does not declare set to NaN."""
     return per_sequence(metric, unread_to_nan(output, metric.rows(output.shape[1]))[None])[0]
-
-
-def output_log_probs(model: nn.Module, output: Tensor) -> Tensor:
-    """Row-wise log-probabilities of a model output ``[..., V]`` (logits or gih probabilities)."""
-    if is_gih(model):
-        return torch.log(output.clamp_min(PROB_FLOOR))
-    return F.log_softmax(output, dim=-1)
 
 
 def prediction_rows(model: nn.Module, seq_len: int) -> tuple[int, ...]:

@@ -13,7 +13,8 @@ Two routes from a source head to a destination input:
   route (its layer-2 query and key are the FFN feature φ; its values are the one-hot tokens,
   which no layer-1 head reaches, so its value path is exactly zero).
 
-``route="auto"`` (the default) is ``direct`` on standard models and ``all`` on the gih model.
+``route="auto"`` (the default) is ``direct`` where the model's layout declares a direct path
+(``direct_path``: standard models) and ``all`` otherwise (the gih model).
 Patching the destination input is a q/k/v patch of that head at every position, so the sweep runs
 on the same engines as `patch_sweep` (the fast one where it applies).
 """
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from interp_icl.errors import require
-from interp_icl.models import is_gih
+from interp_icl.models import layout
 from interp_icl.patching.fast_engine import unsupported_reason
 from interp_icl.patching.metrics import Metric
 from interp_icl.patching.result import PatchResult
@@ -103,12 +104,14 @@ def _check_path(model: nn.Module, component: str, src_layer: int, dst_layer: int
 def resolve_route(model: nn.Module, route: str) -> str:
     """``direct`` or ``all`` for `route` on `model` (see the module docstring)."""
     require(route in ROUTES, f"unknown path route {route!r}; choose one of {', '.join(ROUTES)}")
+    has_direct = layout(model).direct_path
     if route == "auto":
-        return "all" if is_gih(model) else "direct"
+        return "direct" if has_direct else "all"
     if route == "direct":
         require(
-            not is_gih(model),
-            "the gih model has no direct path between its layers; use route 'all'",
+            has_direct,
+            "this model (e.g. the gih model) has no direct path between its layers "
+            "(its layout sets direct_path False); use route 'all'",
         )
         reason = unsupported_reason(model)
         require(reason is None, f"the direct path needs a standard-layout model: {reason}")

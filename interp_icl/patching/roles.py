@@ -1,5 +1,10 @@
 """Causal experiments that verify each role of the two-layer circuit (REFERENCE §1), with verdicts.
 
+"Layer 1" below means the copier layers (every layer before the last) and "layer 2" the last
+layer (`interp_icl.models.layout.ModelLayout`); in a 2-layer model these are layers 0 and 1, in a
+3-layer model layers 0-1 and 2. A 1-layer model has no such circuit: each experiment then returns
+an empty table and the verdict ``holds = None`` with the reason in ``not_applicable``.
+
 All three take clean sequences ``[B, T]`` of an in-context Markov task and its parent set pa, work
 on both model families through the hook contract, and return a `PassResult` (tidy ``.table`` of
 mean ± stderr over sequences, JSON-able ``.summary`` with the verdict and the thresholds used).
@@ -82,7 +87,8 @@ from interp_icl.analysis.result import (
     set_label,
 )
 from interp_icl.errors import require
-from interp_icl.models import is_gih, target_offset
+from interp_icl.models import layout, target_offset
+from interp_icl.models.layout import NO_CIRCUIT
 from interp_icl.patching.metrics import output_log_probs
 from interp_icl.patching.paths import COMPONENTS, destination_inputs
 from interp_icl.patching.sources import cached_activations
@@ -125,6 +131,19 @@ def _check(
         f"role experiments need sequences of at least {2 * t0 + 2} tokens, got {tokens.shape[1]}",
     )
     return tokens, parents
+
+
+def _not_applicable(name: str, role: str, parents: tuple[int, ...], n: int) -> PassResult:
+    """The result of a role experiment on a model without the two-layer circuit."""
+    summary = {
+        "role": role,
+        "parents": list(parents),
+        "holds": None,
+        "not_applicable": NO_CIRCUIT,
+        "failed_checks": [],
+        "n_sequences": n,
+    }
+    return PassResult(name, make_table([]), summary)
 
 
 def run_patched(model: nn.Module, tokens: Tensor, hooks: Sequence[Hook] = ()) -> Tensor:
@@ -180,13 +199,12 @@ def copier_role(
     require(
         reference.shape[1] == tokens.shape[1], "reference tokens must have the clean tokens' length"
     )
+    shape = layout(model)
+    if not shape.has_circuit:
+        return _not_applicable("copier_role", "copier", parents, int(tokens.shape[0]))
     vocab, t0 = int(model.cfg.d_vocab), first_target(model, parents)
-    z_name = "blocks.0.attn.hook_z"
-    mean_z = cached_activations(model, reference, [z_name])[z_name].mean(
-        0, keepdim=True
-    )  # [1, T, H, dh]
-    n_heads = mean_z.shape[2]
-    heads = copier(model, tokens, parents).summary["heads"]
+    last = shape.classifier_layer
+    heads = copier(model, tokens, parents, layer=shape.copier_layers).summary["heads"]
 
     clean = sequence_nll(model, run_patched(model, tokens), tokens, t0)
     pa_gram = estimator_nll(tokens, parents, vocab, beta, t0)
@@ -195,12 +213,7 @@ def copier_role(
         for p in parents
     }
     smallest_expected = min(mean_stderr(e)[0] for e in expected.values())
-    routes = ("all",) if is_gih(model) else ("all", "direct")
-    paths = {  # (route, component) -> [H, B, T, H2, d]
-        (route, c): destination_inputs(model, tokens, mean_z, c, route=route)
-        for route in routes
-        for c in COMPONENTS
-    }
+    routes = ("all", "direct") if shape.direct_path else ("all",)
 
     rows = [
         row("model", "loss", clean),
@@ -209,56 +222,25 @@ def copier_role(
     for p, e in expected.items():
         rows.append(row(f"without parent {p}", "expected_effect", e, parent=p))
     verdicts: dict[str, dict] = {}
-    for h in range(n_heads):
-        unit = f"L0H{h}"
-        info = heads[unit]
-        offset = info["attn_offset"]
-        copies = offset if info["is_copier"] and offset in parents else None
-        ablated = sequence_nll(
-            model,
-            run_patched(model, tokens, [(z_name, replace(mean_z[:, :, h], (slice(None), h)))]),
-            tokens,
-            t0,
-        )
-        effect = ablated - clean
-        labels = {"layer": 0, "head": h, "offset": offset}
-        rows += [
-            row(unit, "ablated_loss", ablated, **labels),
-            row(unit, "ablation_effect", effect, **labels),
-        ]
-        path_effects: dict[str, dict[str, float]] = {route: {} for route in routes}
-        for (route, c), inputs in paths.items():
-            hook = (f"blocks.1.attn.hook_{c}", replace(inputs[h]))
-            path_effect = (
-                sequence_nll(model, run_patched(model, tokens, [hook]), tokens, t0) - clean
+    for layer in shape.copier_layers:
+        z_name = f"blocks.{layer}.attn.hook_z"
+        mean_z = cached_activations(model, reference, [z_name])[z_name].mean(
+            0, keepdim=True
+        )  # [1, T, H, dh]
+        paths = {  # (route, component) -> [H, B, T, H2, d]
+            (route, c): destination_inputs(
+                model, tokens, mean_z, c, src_layer=layer, dst_layer=last, route=route
             )
-            rows.append(row(unit, "path_effect", path_effect, component=c, route=route, **labels))
-            path_effects[route][c] = mean_stderr(path_effect)[0]
-        e_mean, e_se, _ = mean_stderr(effect)
-        significant = e_mean > 2 * e_se
-        verdict = {
-            "attn_offset": offset,
-            "sharpness": info["sharpness"],
-            "copies_parent": copies,
-            "effect": e_mean,
-            "effect_stderr": e_se,
-            "path_effects": path_effects,
-            "carried_by": [
-                c
-                for c, v in path_effects["all"].items()
-                if significant and v >= CARRIED_FRACTION * e_mean
-            ],
+            for route in routes
+            for c in COMPONENTS
         }
-        if copies is not None:
-            want = mean_stderr(expected[copies])[0]
-            verdict["expected_effect"] = want
-            verdict["effect_ratio"] = e_mean / want if want > 0 else math.nan
-            verdict["necessary"] = bool(significant and e_mean >= NECESSARY_FRACTION * want)
-            verdict["holds"] = verdict["necessary"]
-        else:
-            verdict["no_effect"] = bool(abs(e_mean) <= NO_EFFECT_FRACTION * smallest_expected)
-            verdict["holds"] = verdict["no_effect"]
-        verdicts[unit] = verdict
+        for h in range(mean_z.shape[2]):
+            unit = f"L{layer}H{h}"
+            verdicts[unit], head_rows = _ablate_copier(
+                model, tokens, t0, heads[unit], layer, h, mean_z, paths, last, clean, expected,
+                smallest_expected,
+            )
+            rows += head_rows
     covered = sorted(
         {v["copies_parent"] for v in verdicts.values() if v["copies_parent"] is not None}
     )
@@ -297,6 +279,72 @@ def copier_role(
     return PassResult("copier_role", make_table(rows), summary)
 
 
+def _ablate_copier(
+    model: nn.Module,
+    tokens: Tensor,
+    t0: int,
+    info: dict,
+    layer: int,
+    h: int,
+    mean_z: Tensor,
+    paths: dict[tuple[str, str], Tensor],
+    last: int,
+    clean: Tensor,
+    expected: dict[int, Tensor],
+    smallest_expected: float,
+) -> tuple[dict, list[dict]]:
+    """(verdict, rows) of mean-ablating head `h` of copier layer `layer` (its copier-pass entry
+    `info`, its mean output `mean_z` ``[1, T, H, dh]``) and each of its paths into the last layer
+    (`paths`: (route, component) -> ``[H, B, T, H2, d]``); losses per sequence ``[B]`` in nats."""
+    unit = f"L{layer}H{h}"
+    z_name = f"blocks.{layer}.attn.hook_z"
+    offset = info["attn_offset"]
+    copies = offset if info["is_copier"] and offset in expected else None
+    ablated = sequence_nll(
+        model,
+        run_patched(model, tokens, [(z_name, replace(mean_z[:, :, h], (slice(None), h)))]),
+        tokens,
+        t0,
+    )
+    effect = ablated - clean
+    labels = {"layer": layer, "head": h, "offset": offset}
+    rows = [
+        row(unit, "ablated_loss", ablated, **labels),
+        row(unit, "ablation_effect", effect, **labels),
+    ]
+    path_effects: dict[str, dict[str, float]] = {route: {} for route, _ in paths}
+    for (route, c), inputs in paths.items():
+        hook = (f"blocks.{last}.attn.hook_{c}", replace(inputs[h]))
+        path_effect = sequence_nll(model, run_patched(model, tokens, [hook]), tokens, t0) - clean
+        rows.append(row(unit, "path_effect", path_effect, component=c, route=route, **labels))
+        path_effects[route][c] = mean_stderr(path_effect)[0]
+    e_mean, e_se, _ = mean_stderr(effect)
+    significant = e_mean > 2 * e_se
+    verdict = {
+        "attn_offset": offset,
+        "sharpness": info["sharpness"],
+        "copies_parent": copies,
+        "effect": e_mean,
+        "effect_stderr": e_se,
+        "path_effects": path_effects,
+        "carried_by": [
+            c
+            for c, v in path_effects["all"].items()
+            if significant and v >= CARRIED_FRACTION * e_mean
+        ],
+    }
+    if copies is not None:
+        want = mean_stderr(expected[copies])[0]
+        verdict["expected_effect"] = want
+        verdict["effect_ratio"] = e_mean / want if want > 0 else math.nan
+        verdict["necessary"] = bool(significant and e_mean >= NECESSARY_FRACTION * want)
+        verdict["holds"] = verdict["necessary"]
+    else:
+        verdict["no_effect"] = bool(abs(e_mean) <= NO_EFFECT_FRACTION * smallest_expected)
+        verdict["holds"] = verdict["no_effect"]
+    return verdict, rows
+
+
 # ----- selector --------------------------------------------------------------------------------
 def _row_kl(model: nn.Module, reference: Tensor, output: Tensor) -> Tensor:
     """``[B]`` KL(reference || output) of one output row ``[B, V]`` each."""
@@ -313,12 +361,15 @@ def selector_role(
     """Invariance of the layer-2 query to non-parent offsets, and interchange of query features
     between sequences; see the module docstring."""
     tokens, parents = _check(model, tokens, parents)
+    shape = layout(model)
+    if not shape.has_circuit:
+        return _not_applicable("selector_role", "selector", parents, int(tokens.shape[0]))
     generator = generator or torch.Generator().manual_seed(0)
     batch, seq = tokens.shape
     vocab, off = int(model.cfg.d_vocab), target_offset(model)
     t, i = seq - 1, seq - 1 - off  # the last target and the output row that predicts it
-    q_name = "blocks.1.attn.hook_q"
-    max_offset = int(model.cfg.window) if is_gih(model) else max(parents) + 2
+    q_name = f"blocks.{shape.classifier_layer}.attn.hook_q"
+    max_offset = int(shape.window) if shape.window is not None else max(parents) + 2
 
     clean_q = cached_activations(model, tokens, [q_name])[q_name][:, i]  # [B, H2, dq]
     clean_row = run_patched(model, tokens)[:, i]
@@ -470,10 +521,14 @@ def classifier_role(
     """Replace the layer-2 pattern by the ideal GIH pattern and by uniform attention; see the
     module docstring."""
     tokens, parents = _check(model, tokens, parents)
+    shape = layout(model)
+    if not shape.has_circuit:
+        return _not_applicable("classifier_role", "classifier", parents, int(tokens.shape[0]))
     vocab, off, t0 = int(model.cfg.d_vocab), target_offset(model), first_target(model, parents)
-    fit = classifier(model, tokens, parents=parents).summary["heads"]
-    a = [fit[f"L1H{h}"]["parents"]["logit_gap"] for h in range(len(fit))]
-    name = "blocks.1.attn.hook_pattern"
+    last = shape.classifier_layer
+    fit = classifier(model, tokens, parents=parents, layer=last).summary["heads"]
+    a = [fit[f"L{last}H{h}"]["parents"]["logit_gap"] for h in range(len(fit))]
+    name = f"blocks.{last}.attn.hook_pattern"
     pattern = cached_activations(model, tokens, [name])[name]
     ideal, uniform = replacement_patterns(pattern, tokens, parents, a, t0, off)
 
@@ -491,7 +546,8 @@ def classifier_role(
     rows = [row(unit, "loss", values) for unit, values in losses.items()]
     n = int(tokens.shape[0])
     rows += [
-        scalar_row(f"L1H{h}", "fitted_inverse_temperature", a[h], n, head=h) for h in range(len(a))
+        scalar_row(f"L{last}H{h}", "fitted_inverse_temperature", a[h], n, head=h)
+        for h in range(len(a))
     ]
     ideal_rise = losses["ideal pattern"] - losses["model"]
     uniform_rise = losses["uniform pattern"] - losses["model"]
@@ -526,7 +582,7 @@ def classifier_role(
         "parents": list(parents),
         "beta": beta,
         "first_target": t0,
-        "fitted_inverse_temperature": {f"L1H{h}": a[h] for h in range(len(a))},
+        "fitted_inverse_temperature": {f"L{last}H{h}": a[h] for h in range(len(a))},
         "loss": {unit: mean_stderr(v)[0] for unit, v in losses.items()},
         "ideal_loss_rise": ideal_mean,
         "ideal_loss_rise_stderr": mean_stderr(ideal_rise)[1],

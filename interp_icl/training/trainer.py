@@ -31,7 +31,13 @@ from torch import Tensor, nn
 
 from interp_icl.config import RunConfig, StageConfig
 from interp_icl.errors import ConfigError, require
-from interp_icl.models import PROB_FLOOR, build_model, is_gih, next_token_log_probs, training_module
+from interp_icl.models import (
+    PROB_FLOOR,
+    build_model,
+    next_token_log_probs,
+    progress_numbers,
+    training_module,
+)
 from interp_icl.tasks import Batch, Task, is_continuous, make_task
 from interp_icl.theory.estimators import mean_nll
 from interp_icl.training.seeding import derive_seed, generator
@@ -228,9 +234,7 @@ class Trainer:
         row.update(self.baseline_losses)
         row["loss_minus_bayes"] = row["eval_loss"] - row["bayes_loss"]
         row["loss_minus_bayes_last"] = row["eval_loss_last"] - row["bayes_loss_last"]
-        if is_gih(self.model):
-            row["gih_a"] = float(self.model.a)
-            row["gih_subset_weights"] = [float(p) for p in self.model.subset_weights()]
+        row.update(progress_numbers(self.model))
         return row
 
     def _record(self, train_loss: float | None, lr: float, started: float) -> dict[str, float]:

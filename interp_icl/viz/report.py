@@ -120,7 +120,8 @@ def build_report(
     say(f"analysing {len(steps)} checkpoints")
     dyn_table, analyses = dynamics(run, steps, curve_settings)
     dyn_final = analyses[steps[-1]]
-    order = stage_order(dyn_table, dyn_final) if {"copier", "classifier"} <= set(dyn_final.results) else None
+    measured = {n for n, r in dyn_final.results.items() if "skipped" not in r.summary}
+    order = stage_order(dyn_table, dyn_final) if {"copier", "classifier"} <= measured else None
     say("analysing the last checkpoint")
     final = analyze_checkpoint(run, steps[-1], settings)
     is_markov = config.task.name == "markov"
@@ -229,7 +230,7 @@ def _dynamics_section(
 def _layers_section(page: ReportPage, loaded, final) -> str:
     parts = []
     table = final.table()
-    r = final.results
+    r = {n: result for n, result in final.results.items() if "skipped" not in result.summary}
     if "copier" in r:
         fig, data = figures.copier_heatmap(table)
         parts.append(page.figure(fig, "copier.csv", data))
