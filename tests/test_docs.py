@@ -55,7 +55,7 @@ def test_site_builds_with_every_page(site):
         "index.html", "install.html", "quickstart.html", "concepts.html", "analysis.html",
         "patching.html", "runs.html", "conventions.html", "extending.html", "results.html",
         "benchmarks.html", "theory.html", "cli.html", "api/index.html", "api/analysis.html",
-        "api/patching.html", "api/tasks-models.html", "api/training-theory.html",
+        "api/patching.html", "api/tasks-models.html", "api/training-theory.html", "api/runs.html",
     ):
         assert (site / page).is_file(), page
     assert not (site / "_hooks").exists()  # the build hook is excluded from the site
@@ -72,7 +72,10 @@ def test_api_pages_render_the_docstrings(site):
     for module in ("sweep", "paths", "attribution", "roles"):
         assert f"interp_icl.patching.{module}" in patching
     assert "activation_patching" in patching
-    assert "load_run" in _text(site / "api/training-theory.html")
+    runs = _text(site / "api/runs.html")
+    for module in ("loading", "training", "analysis", "patching", "store", "rundir"):
+        assert f"interp_icl.runs.{module}" in runs
+    assert "load_run" in runs and "settings-keyed result store" in runs
     # plain-text math survives Markdown (docs/_hooks/markdown_plain.py): no underscore emphasis,
     # no inner product swallowed as an HTML tag
     assert "carries x_{l-r}, i.e." in analysis
