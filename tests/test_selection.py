@@ -51,14 +51,13 @@ def test_stationary_joint_matches_a_long_simulated_chain():
 
 
 def test_default_task_predictions_and_monte_carlo_convergence():
-    task = MarkovTask(TaskConfig(vocab_size=3, parents=(1, 2), alpha=0.1, seq_len=101))
-    big = estimate_selection(task, window=3, max_degree=2, n_kernels=1600, seed=1)
+    big = estimate_selection(3, (1, 2), 0.1, window=3, max_degree=2, n_kernels=1600, seed=1)
     assert big.predicted["modified_chi2_mi"] == (1, 2)
     assert big.predicted["chi2_mi"] == (1, 2) and big.tied_with_best["modified_chi2_mi"] == [(1, 2)]
-    full = estimate_selection(task, window=3, max_degree=3, n_kernels=400, seed=1)
+    full = estimate_selection(3, (1, 2), 0.1, window=3, max_degree=3, n_kernels=400, seed=1)
     assert full.predicted["modified_chi2_mi"] == (1, 2)
     assert set(full.tied_with_best["chi2_mi"]) == {(1, 2), (1, 2, 3)}  # a superset of the parents ties
-    small = estimate_selection(task, window=3, max_degree=2, n_kernels=400, seed=1)
+    small = estimate_selection(3, (1, 2), 0.1, window=3, max_degree=2, n_kernels=400, seed=1)
     ratio = small.table["stderr"] / big.table["stderr"]
     assert ratio.between(1.6, 2.5).all(), ratio.describe()  # stderr ~ 1/sqrt(n): 4x kernels, ~2x smaller
     assert window_subsets(3, 2) == [(1,), (2,), (3,), (1, 2), (1, 3), (2, 3)]

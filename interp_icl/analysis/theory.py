@@ -29,7 +29,9 @@ def theory(task, model: nn.Module | None = None, n_kernels: int = 1000, seed: in
     """Both criteria for every candidate set, mean ± stderr over `n_kernels` prior kernels."""
     require(hasattr(task, "parents") and hasattr(task, "sample_kernels"), "the theory pass needs a Markov task")
     window, degree = theory_window(model, tuple(task.parents))
-    estimate = estimate_selection(task, window, degree, n_kernels=n_kernels, seed=seed)
+    estimate = estimate_selection(
+        task.vocab_size, task.parents, task.alpha, window, degree, n_kernels=n_kernels, seed=seed
+    )
     table = estimate.table.rename(columns={"offsets": "unit", "criterion": "metric"})
     table["reconstruction"] = table["metric"] == "modified_chi2_mi"
     summary = estimate.summary()

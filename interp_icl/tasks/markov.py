@@ -15,7 +15,13 @@ from torch import Tensor
 
 from interp_icl.config import TaskConfig
 from interp_icl.tasks.base import Batch
-from interp_icl.theory.estimators import context_index, dirichlet_posterior_probs, sgram_probs, unigram_probs
+from interp_icl.theory.estimators import (
+    context_index,
+    dirichlet_kernels,
+    dirichlet_posterior_probs,
+    sgram_probs,
+    unigram_probs,
+)
 
 
 class MarkovTask:
@@ -38,15 +44,7 @@ class MarkovTask:
 
     def sample_kernels(self, n: int, generator: torch.Generator) -> Tensor:
         """``[n, d^|pa|, d]`` float32 transition kernels, each row ~ Dirichlet(alpha)."""
-        device = generator.device
-        concentration = torch.full(
-            (n, self.n_contexts, self.vocab_size), self.alpha, dtype=torch.float64, device=device
-        )
-        gammas = torch._standard_gamma(concentration, generator=generator)
-        # float64 gammas underflow to 0 only with probability ~1e-30 at alpha = 0.1; guard anyway.
-        total = gammas.sum(-1, keepdim=True)
-        kernels = torch.where(total > 0, gammas / total.clamp_min(1e-300), 1.0 / self.vocab_size)
-        return kernels.to(torch.float32)
+        return dirichlet_kernels(n, self.n_contexts, self.vocab_size, self.alpha, generator)
 
     def sample(self, n: int, generator: torch.Generator, seq_len: int | None = None) -> Batch:
         """Draw n sequences of `seq_len` tokens (default the config's); vectorised over n."""

@@ -59,6 +59,20 @@ def context_counts(tokens: Tensor, offsets: Sequence[int], vocab_size: int) -> t
     return counts, z >= 0
 
 
+def dirichlet_kernels(
+    n: int, n_contexts: int, vocab_size: int, alpha: float, generator: torch.Generator
+) -> Tensor:
+    """``[n, n_contexts, vocab_size]`` float32 transition kernels: every row an independent
+    Dirichlet(alpha * 1) draw (the Markov task's prior; REFERENCE §1)."""
+    device = generator.device
+    concentration = torch.full((n, n_contexts, vocab_size), alpha, dtype=torch.float64, device=device)
+    gammas = torch._standard_gamma(concentration, generator=generator)
+    # float64 gammas underflow to 0 only with probability ~1e-30 at alpha = 0.1; guard anyway.
+    total = gammas.sum(-1, keepdim=True)
+    kernels = torch.where(total > 0, gammas / total.clamp_min(1e-300), 1.0 / vocab_size)
+    return kernels.to(torch.float32)
+
+
 def unigram_probs(tokens: Tensor, vocab_size: int, beta: float = 0.0) -> Tensor:
     """In-context unigram: (N(k) + beta) / (t + d*beta); uniform at t = 0 when beta = 0."""
     counts, _ = context_counts(tokens, (), vocab_size)

@@ -17,6 +17,7 @@ renormalised after each squaring) until it stops changing, at most 2^64 steps.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 import math
 from dataclasses import dataclass, field
 
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor
 
 from interp_icl.errors import require
-from interp_icl.tasks.markov import MarkovTask
+from interp_icl.theory.estimators import dirichlet_kernels
 
 CRITERIA = ("chi2_mi", "modified_chi2_mi")
 CRITERION_LABELS = {
@@ -111,20 +112,29 @@ class SelectionEstimate:
 
 
 def estimate_selection(
-    task: MarkovTask, window: int, max_degree: int, n_kernels: int = 2000, seed: int = 0, chunk: int = 500
+    vocab_size: int,
+    parents: Sequence[int],
+    alpha: float,
+    window: int,
+    max_degree: int,
+    n_kernels: int = 2000,
+    seed: int = 0,
+    chunk: int = 500,
 ) -> SelectionEstimate:
-    """Estimate both criteria over `n_kernels` kernels drawn from `task`'s prior with `seed`."""
+    """Estimate both criteria over `n_kernels` kernels of the Markov prior (d = `vocab_size`,
+    parent offsets `parents`, Dirichlet(`alpha`) rows) drawn with `seed`."""
     require(window >= 1 and max_degree >= 1, f"window and max_degree must be >= 1, got {window}, {max_degree}")
     require(n_kernels >= 2, f"n_kernels must be >= 2, got {n_kernels}")
+    parents = tuple(parents)
     subsets = window_subsets(window, max_degree)
-    n_lags = max(window, max(task.parents))
+    n_lags = max(window, max(parents))
     generator = torch.Generator().manual_seed(seed)
     values: dict[tuple[str, tuple[int, ...]], list[Tensor]] = {(c, s): [] for c in CRITERIA for s in subsets}
-    n_states = task.vocab_size**n_lags
+    n_states = vocab_size**n_lags
     chunk = max(1, min(chunk, 4_000_000 // n_states**2))  # transition matrices of a chunk <= ~100 MB
     for start in range(0, n_kernels, chunk):
-        kernels = task.sample_kernels(min(chunk, n_kernels - start), generator)
-        joint = stationary_joint(kernels, task.parents, task.vocab_size, n_lags)
+        kernels = dirichlet_kernels(min(chunk, n_kernels - start), vocab_size ** len(parents), vocab_size, alpha, generator)
+        joint = stationary_joint(kernels, parents, vocab_size, n_lags)
         for s in subsets:
             for c, v in criteria_for_joint(joint, s).items():
                 values[(c, s)].append(v)
@@ -155,9 +165,9 @@ def estimate_selection(
                 "gap_stderr": diff_se,
             })
     settings = {
-        "vocab_size": task.vocab_size,
-        "parents": list(task.parents),
-        "alpha": task.alpha,
+        "vocab_size": vocab_size,
+        "parents": list(parents),
+        "alpha": alpha,
         "window": window,
         "max_degree": max_degree,
         "n_kernels": n_kernels,
