@@ -9,15 +9,12 @@ import math
 import pytest
 import torch
 
-from interp_icl.analysis.icl_classification import (
-    per_sequence_measures,
-    progress_measures,
-    progress_over_checkpoints,
-)
+from interp_icl.analysis.icl_classification import per_sequence_measures, progress_measures
 from interp_icl.config import ModelConfig, RunConfig, TaskConfig
 from interp_icl.errors import ConfigError
 from interp_icl.models import build_model, training_module
 from interp_icl.presets import PRESETS
+from interp_icl.runs.analysis import progress_over_checkpoints
 from interp_icl.tasks import is_continuous, make_task
 from interp_icl.tasks.classification import ClassificationTask
 
