@@ -1,4 +1,5 @@
-"""The standard family: a TransformerLens-native two-layer transformer (`TransformerBridge.boot_native`).
+"""The standard family: a TransformerLens-native transformer (`TransformerBridge.boot_native`) of
+`model.n_layers` layers (1 to 3, default 2).
 
 The returned object is a `TransformerBridge` with TransformerLens hook names
 (``blocks.{l}.attn.hook_pattern`` ``[batch, head, query_pos, key_pos]``, ``blocks.{l}.hook_resid_pre``,
@@ -15,18 +16,16 @@ import transformer_lens.model_bridge.sources  # noqa: F401  (attaches Transforme
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 
-from interp_icl.config import ModelConfig
-
-N_LAYERS = 2
+from interp_icl.builtin_families import StandardConfig
 
 
-def bridge_config(model: ModelConfig, d_vocab: int, n_ctx: int, seed: int) -> TransformerBridgeConfig:
-    """The TransformerBridgeConfig of a standard two-layer model."""
+def bridge_config(model: StandardConfig, d_vocab: int, n_ctx: int, seed: int) -> TransformerBridgeConfig:
+    """The TransformerBridgeConfig of a standard model of `model.n_layers` layers."""
     return TransformerBridgeConfig(
         d_model=model.d_model,
         d_head=model.d_head,
         n_heads=model.n_heads,
-        n_layers=N_LAYERS,
+        n_layers=model.n_layers,
         n_ctx=n_ctx,
         d_vocab=d_vocab,
         d_mlp=model.d_mlp,
@@ -39,8 +38,9 @@ def bridge_config(model: ModelConfig, d_vocab: int, n_ctx: int, seed: int) -> Tr
     )
 
 
-def build_standard(model: ModelConfig, d_vocab: int, n_ctx: int, seed: int) -> TransformerBridge:
-    """A freshly initialised bridge; the weights depend only on `seed`."""
+def build_standard(model: StandardConfig, d_vocab: int, n_ctx: int, seed: int) -> TransformerBridge:
+    """The registered build function of the standard family: a freshly initialised bridge;
+    the weights depend only on `seed`."""
     cfg = bridge_config(model, d_vocab, n_ctx, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
