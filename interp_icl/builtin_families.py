@@ -53,8 +53,8 @@ class GIHFamilyConfig(FamilyConfigBase):
     layer-1 window M = `window` (relative offsets 1..M), H = `n_heads` layer-1 heads, head subsets
     of size <= D = `max_degree` (0..n_heads). Initialisation (the reference code's): head h's
     position logits are `w_plus` at offset h+1 and `w_minus` elsewhere, every subset weight
-    c_S = `c_init`, the layer-2 scale a = `a_init`. Staged training may train the parameter groups
-    rpe, ffn and a."""
+    c_S = `c_init` (> 0; only c_S^2 matters), the layer-2 scale a = `a_init`. Staged training may
+    train the parameter groups rpe, ffn and a."""
 
     family: Literal["gih"] = "gih"
     n_heads: int = Field(2, ge=1)
@@ -62,7 +62,7 @@ class GIHFamilyConfig(FamilyConfigBase):
     max_degree: int = Field(2, ge=0)
     w_plus: float = 3.0
     w_minus: float = 0.1
-    c_init: float = 0.01
+    c_init: float = Field(0.01, gt=0)  # p_S = c_S^2 / sum c^2: 0 would give 0/0
     a_init: float = 0.01
 
     @model_validator(mode="after")
@@ -90,11 +90,12 @@ class GIHFamilyConfig(FamilyConfigBase):
 
 class LSAConfig(FamilyConfigBase):
     """`n_layers` layers of linear self-attention on (x, y) tokens (von Oswald et al. 2023);
-    weight entries start ~ N(0, init_variance / (n_layers * (d + 1)))."""
+    weight entries start ~ N(0, init_variance / (n_layers * (d + 1))), init_variance > 0 (the
+    model is multilinear in its weights: from all-zero weights it never moves)."""
 
     family: Literal["lsa"] = "lsa"
     n_layers: int = Field(1, ge=1)
-    init_variance: float = Field(0.002, ge=0)
+    init_variance: float = Field(0.002, gt=0)  # all-zero weights get zero gradients
 
 
 class BlockConfig(FamilyConfigBase):
@@ -142,7 +143,7 @@ class ClassifierConfig(FamilyConfigBase):
         return self
 
     def check_with_task(self, task: TaskConfigBase) -> ClassifierConfig:
-        n_labels = getattr(task, "n_labels")
+        n_labels = task.n_labels  # the classification task's
         require(
             self.n_labels in (None, n_labels),
             f"model.n_labels ({self.n_labels}) differs from task.n_labels ({n_labels}); "

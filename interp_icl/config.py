@@ -36,12 +36,18 @@ CONTINUOUS_TASKS = ("regression", "classification")  # built-in tasks with vecto
 
 # Every field of the release-1 union sections: only these are dropped from legacy files.
 LEGACY_TASK_FIELDS = frozenset(
-    "name vocab_size parents alpha seq_len block_len n_repeats x_dim n_points x_scale noise "
-    "n_classes n_labels n_pairs item_dim epsilon zipf_alpha burstiness p_bursty class_seed".split()
+    [
+        "name", "vocab_size", "parents", "alpha", "seq_len", "block_len", "n_repeats", "x_dim",
+        "n_points", "x_scale", "noise", "n_classes", "n_labels", "n_pairs", "item_dim", "epsilon",
+        "zipf_alpha", "burstiness", "p_bursty", "class_seed",
+    ]
 )
 LEGACY_MODEL_FIELDS = frozenset(
-    "family n_heads d_model d_head d_mlp attn_only norm positional act_fn window max_degree "
-    "w_plus w_minus c_init a_init n_layers init_variance n_labels".split()
+    [
+        "family", "n_heads", "d_model", "d_head", "d_mlp", "attn_only", "norm", "positional",
+        "act_fn", "window", "max_degree", "w_plus", "w_minus", "c_init", "a_init", "n_layers",
+        "init_variance", "n_labels",
+    ]
 )
 
 
@@ -78,7 +84,7 @@ class TrainConfig(Section):
     schedule: constant or cosine (to 0 at the end), after `warmup_steps` of linear warm-up.
     grad_clip: max global gradient norm, null for none. loss_positions: "all" targets or only
     the "last" token. eval_every / n_eval: evaluation period (steps) and held-out sequences.
-    oracle_beta: additive smoothing of the in-context S-gram oracles. checkpoint_every: steps
+    oracle_beta: additive smoothing (> 0) of the in-context S-gram oracles. checkpoint_every: steps
     between checkpoints. device: auto, cpu or cuda[:N].
     """
 
@@ -99,7 +105,7 @@ class TrainConfig(Section):
     stages: tuple[StageConfig, ...] = ()
     eval_every: int = Field(100, ge=1)
     n_eval: int = Field(512, ge=1)
-    oracle_beta: float = Field(0.01, ge=0)
+    oracle_beta: float = Field(0.01, gt=0)  # 0 gives oracles probability 0: infinite loss
     checkpoint_every: int = Field(500, ge=1)
     device: str = "auto"
 

@@ -81,7 +81,8 @@ class Section(BaseModel):
         require(isinstance(data, dict), f"{where} must be a JSON object, got {data!r}")
         unknown = sorted(set(data) - set(cls.model_fields))
         require(not unknown, f"unknown key(s) in {where}: {', '.join(map(str, unknown))}")
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        tuples = {k for k, f in cls.model_fields.items() if get_origin(f.annotation) is tuple}
+        return {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in data.items()}
 
     def updated(self, **changes: Any) -> Any:
         """A validated copy with `changes` applied (the frozen model's `dataclasses.replace`)."""
@@ -111,7 +112,7 @@ class FamilyConfigBase(Section):
 
 
 # ----- the table -------------------------------------------------------------------------------
-Factory = Union[Callable[..., Any], str]
+Factory = Callable[..., Any] | str
 
 
 @dataclass(frozen=True)

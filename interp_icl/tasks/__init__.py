@@ -1,6 +1,11 @@
 """In-context learning tasks: seeded samplers with exact oracles, made from registered configs."""
 
-from interp_icl.builtin_tasks import ClassificationConfig, MarkovConfig, RegressionConfig, RepeatedConfig
+from interp_icl.builtin_tasks import (
+    ClassificationConfig,
+    MarkovConfig,
+    RegressionConfig,
+    RepeatedConfig,
+)
 from interp_icl.config import TaskConfig
 from interp_icl.registry import TaskConfigBase, task_entry
 from interp_icl.tasks.base import Batch, Task

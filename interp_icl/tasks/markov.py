@@ -15,7 +15,12 @@ from torch import Tensor
 
 from interp_icl.builtin_tasks import MarkovConfig
 from interp_icl.tasks.base import Batch
-from interp_icl.theory.estimators import context_index, dirichlet_posterior_probs, sgram_probs, unigram_probs
+from interp_icl.theory.estimators import (
+    context_index,
+    dirichlet_posterior_probs,
+    sgram_probs,
+    unigram_probs,
+)
 
 
 class MarkovTask:
