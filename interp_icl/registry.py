@@ -236,6 +236,8 @@ def _load_builtins() -> None:
 
 # ----- one-line messages from pydantic errors --------------------------------------------------
 _KINDS = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
+_ERROR_WORDS = {"tuple_type": "a list", "dict_type": "a JSON object", "model_type": "a JSON object",
+                "string_type": "a string"}
 _BOUNDS = ((annotated_types.Ge, "ge", ">="), (annotated_types.Gt, "gt", ">"),
            (annotated_types.Le, "le", "<="), (annotated_types.Lt, "lt", "<"))
 
@@ -256,8 +258,15 @@ def config_error(exc: ValidationError, model: type[BaseModel]) -> ConfigError:
         return ConfigError(f"{head}unknown {loc[-1]} {value!r}: {where} must be one of {choices}")
     if kind == "missing":
         return ConfigError(f"{head}{where} is required")
+    if isinstance(value, tuple):  # shown as the JSON list it came from
+        value = list(value)
+    if kind == "too_short":
+        return ConfigError(
+            f"{head}{where} must be a list of at least {error['ctx']['min_length']} item(s), "
+            f"got {value!r}"
+        )
     annotation, bounds = _field_info(model, error["loc"])
-    words = _KINDS.get(annotation, "")
+    words = _KINDS.get(annotation, "") or _ERROR_WORDS.get(kind, "")
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than") and (
         annotation is float or not getattr(model, "integer_words", True)
     ):
