@@ -16,6 +16,7 @@ Importing this module imports no torch.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,9 +113,8 @@ class TrainConfig(Section):
     @field_validator("device")
     @classmethod
     def _device(cls, device: str) -> str:
-        cuda = device.startswith("cuda") and (device == "cuda" or device[5:].isdigit() and device[4] == ":")
         require(
-            device in ("auto", "cpu") or cuda,
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", device) is not None,
             f"train.device must be auto, cpu or cuda[:N], got {device!r}",
         )
         return device

@@ -71,6 +71,14 @@ class Section(BaseModel):
         except ValidationError as exc:
             raise config_error(exc, type(self)) from None
 
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:
+        """pydantic's `model_validate`, with errors as one-line `ConfigError`s."""
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise config_error(exc, cls) from None
+
     @model_validator(mode="before")
     @classmethod
     def _plain_input(cls, data: Any) -> Any:
