@@ -128,7 +128,7 @@ def train(
     seq_len: Optional[int] = typer.Option(None),
     n_heads: Optional[int] = typer.Option(None),
     d_model: Optional[int] = typer.Option(None),
-    n_layers: Optional[int] = typer.Option(None, help="lsa: number of linear self-attention layers."),
+    n_layers: Optional[int] = typer.Option(None, help="Layers: standard 1-3 (default 2); lsa and block layers."),
     x_dim: Optional[int] = typer.Option(None, help="regression: input dimension d."),
     n_points: Optional[int] = typer.Option(None, help="regression: context points N."),
     window: Optional[int] = typer.Option(None, help="gih: layer-1 window M."),

@@ -4,8 +4,6 @@ abrupt-learning study's fast CPU setting)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from interp_icl.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
 
 # The built-in default task: d = 3, parents {1, 2}, Dirichlet(0.1), 100 context tokens + target.
@@ -144,10 +142,9 @@ def abrupt_learning() -> RunConfig:
     return RunConfig(
         name="abrupt-learning",
         seed=0,
-        task=replace(base.task, n_classes=2**14),
+        task=base.task.updated(n_classes=2**14),
         model=base.model,
-        train=replace(
-            base.train,
+        train=base.train.updated(
             steps=2000,
             optimizer="adam",
             lr=1e-3,

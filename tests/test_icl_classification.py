@@ -352,10 +352,10 @@ def test_trains_resumes_exactly_and_measures_every_checkpoint(tmp_path):
 @pytest.mark.parametrize(
     "task_fields,model_fields,message",
     [
-        ({"name": "classification"}, {"family": "standard"}, "needs 'classifier'"),
+        ({"name": "classification"}, {"family": "standard"}, "needs model.family 'classifier'"),
         ({"name": "markov"}, {"family": "classifier", "n_heads": 1}, "cannot learn task 'markov'"),
         ({"name": "regression"}, {"family": "classifier", "n_heads": 1}, "cannot learn task"),
-        ({"name": "classification"}, {"family": "classifier"}, "set model.n_heads 1"),
+        ({"name": "classification"}, {"family": "classifier", "n_heads": 2}, "set model.n_heads 1"),
         (
             {"name": "classification", "n_pairs": 7},
             {"family": "classifier", "n_heads": 1},

@@ -31,17 +31,19 @@ def setup():
 
 
 def model_of(config, task, n_layers):
-    return build_standard(config.model, task.vocab_size, N_CTX, seed=0, n_layers=n_layers).eval()
+    model_config = config.model.updated(n_layers=n_layers)
+    return build_standard(model_config, task.vocab_size, N_CTX, seed=0).eval()
 
 
 def test_depth_is_built_and_checked(setup):
     config, task, _ = setup
-    assert build_standard(config.model, 3, N_CTX, 0).cfg.n_layers == 2  # the shared ModelConfig
+    assert build_standard(config.model, 3, N_CTX, 0).cfg.n_layers == 2  # the default depth
     for n in (1, 2, 3):
         shape = layout(model_of(config, task, n))
         assert shape.n_layers == n and shape.copier_layers == tuple(range(n - 1))
-    with pytest.raises(ConfigError, match="1 to 3 layers"):
-        build_standard(config.model, 3, N_CTX, 0, n_layers=4)
+    for n in (0, 4):
+        with pytest.raises(ConfigError, match="model.n_layers"):
+            tiny_config(model={"n_layers": n})
 
 
 def test_one_layer_model_says_no_circuit_exists(setup):

@@ -16,71 +16,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from interp_icl.config import ModelConfig
-from interp_icl.errors import ConfigError, require
 from interp_icl.models.common import check_tokens
 from interp_icl.models.gih import GIHConfig, GIHModel, head_subsets
-from interp_icl.models.icl_classifier import ICLClassifier, ICLClassifierConfig
+from interp_icl.models.icl_classifier import ICLClassifier
+from interp_icl.models.regression_block import RegressionBlock
 from interp_icl.models.layout import ModelLayout, layout
-from interp_icl.models.linear_attention import LinearAttentionConfig, LinearSelfAttention
-from interp_icl.models.regression_block import RegressionBlock, RegressionBlockConfig
-from interp_icl.models.standard import build_standard
+from interp_icl.registry import FamilyConfigBase, family_entry
 
 PROB_FLOOR = 1e-12  # probabilities are floored here before the log (caps a token's loss at 27.6)
 
 
-def build_model(model: ModelConfig, d_vocab: int, n_ctx: int, seed: int) -> nn.Module:
-    """The hooked model a config describes, initialised from `seed`. For the lsa and block
-    families `d_vocab` is the token width d + 1 of the regression task; for the classifier family
-    it is the classification task's token width D + T + 1 (the label-id channel included, so the
-    model reads D + T) and the label count comes from ``model.n_labels``."""
-    if model.family == "standard":
-        return build_standard(model, d_vocab, n_ctx, seed)
-    if model.family == "lsa":
-        cfg = LinearAttentionConfig(
-            d_x=d_vocab - 1, n_layers=model.n_layers, init_variance=model.init_variance, n_ctx=n_ctx
-        )
-        return LinearSelfAttention(cfg, torch.Generator().manual_seed(seed))
-    if model.family == "classifier":
-        require(
-            model.n_labels is not None,
-            "model.n_labels is unset; build the classifier from a RunConfig or set it",
-            ConfigError,
-        )
-        cfg = ICLClassifierConfig(
-            d_input=d_vocab - 1,
-            n_labels=model.n_labels,
-            n_ctx=n_ctx,
-            d_model=model.d_model,
-            d_head=model.d_head,
-            d_mlp=model.d_mlp,
-        )
-        return ICLClassifier(cfg, torch.Generator().manual_seed(seed))
-    if model.family == "block":
-        cfg = RegressionBlockConfig(
-            d_x=d_vocab - 1,
-            d_model=model.d_model,
-            n_heads=model.n_heads,
-            d_head=model.d_head,
-            d_mlp=model.d_mlp,
-            n_layers=model.n_layers,
-            normalization_type=None if model.norm == "none" else "LN",
-            act_fn=model.act_fn,
-            n_ctx=n_ctx,
-        )
-        return RegressionBlock(cfg, torch.Generator().manual_seed(seed))
-    cfg = GIHConfig(
-        d_vocab=d_vocab,
-        n_ctx=n_ctx,
-        n_heads=model.n_heads,
-        window=model.window,
-        max_degree=model.max_degree,
-        w_plus=model.w_plus,
-        w_minus=model.w_minus,
-        c_init=model.c_init,
-        a_init=model.a_init,
-    )
-    return GIHModel(cfg)
+def build_model(model: FamilyConfigBase, d_vocab: int, n_ctx: int, seed: int) -> nn.Module:
+    """The hooked model a config describes, initialised from `seed`, built by its family's
+    registered build function. For the lsa and block families `d_vocab` is the token width d + 1
+    of the regression task; for the classifier family it is the classification task's token
+    width D + T + 1 (the label-id channel included, so the model reads D + T) and the label count
+    comes from ``model.n_labels``."""
+    return family_entry(model.family).make(model, d_vocab, n_ctx, seed)
 
 
 def is_gih(model: nn.Module) -> bool:

@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from interp_icl.builtin_families import GIHFamilyConfig
 from interp_icl.models.common import check_tokens
 
 _NORM_EPS = 1e-6
@@ -354,3 +355,19 @@ def _unit(v: Tensor) -> Tensor:
     combination of one-hot tokens (norm >= 1/sqrt(d)), ~0 for a head whose mass lies on the
     empty left pad, and finite gradients at v = 0."""
     return v / torch.sqrt((v * v).sum(-1, keepdim=True) + _NORM_EPS**2)
+
+
+def build_gih(model: GIHFamilyConfig, d_vocab: int, n_ctx: int, seed: int) -> GIHModel:
+    """The registered build function of the gih family (its initialisation uses no seed)."""
+    cfg = GIHConfig(
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        n_heads=model.n_heads,
+        window=model.window,
+        max_degree=model.max_degree,
+        w_plus=model.w_plus,
+        w_minus=model.w_minus,
+        c_init=model.c_init,
+        a_init=model.a_init,
+    )
+    return GIHModel(cfg)

@@ -21,7 +21,7 @@ import math
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from interp_icl.config import ModelConfig
+from interp_icl.builtin_families import StandardConfig
 from interp_icl.errors import require
 from interp_icl.models.standard import build_standard
 
@@ -42,7 +42,7 @@ def induction_circuit(
     tok, pos, prev, out = 0, d, d + n_ctx, 2 * d + n_ctx
     d_model = 3 * d + n_ctx
     d_head = max(n_ctx, d)
-    config = ModelConfig(
+    config = StandardConfig(
         family="standard", n_heads=2, d_model=d_model, d_head=d_head, d_mlp=4, attn_only=True, norm="none"
     )
     bridge = build_standard(config, d, n_ctx, seed=0)

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from interp_icl.builtin_families import ClassifierConfig
 from interp_icl.errors import require
 from interp_icl.models.common import check_vectors
 from interp_icl.models.regression_block import _Attention
@@ -150,3 +151,22 @@ class ICLClassifier(HookedRootModule):
     def predict(self, x: Tensor) -> Tensor:
         """Same as `forward`: logits ``[B, L]`` at the target."""
         return self.forward(x)
+
+
+def build_classifier(model: ClassifierConfig, d_vocab: int, n_ctx: int, seed: int) -> ICLClassifier:
+    """The registered build function of the classifier family: `d_vocab` is the classification
+    task's token width D + T + 1 (the label-id channel included, so the model reads D + T); the
+    label count comes from ``model.n_labels`` (filled from task.n_labels by RunConfig)."""
+    require(
+        model.n_labels is not None,
+        "model.n_labels is unset; build the classifier from a RunConfig or set it",
+    )
+    cfg = ICLClassifierConfig(
+        d_input=d_vocab - 1,
+        n_labels=model.n_labels,
+        n_ctx=n_ctx,
+        d_model=model.d_model,
+        d_head=model.d_head,
+        d_mlp=model.d_mlp,
+    )
+    return ICLClassifier(cfg, torch.Generator().manual_seed(seed))

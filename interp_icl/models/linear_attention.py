@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from interp_icl.builtin_families import LSAConfig
 from interp_icl.errors import ConfigError, require
 from interp_icl.models.common import check_vectors
 
@@ -264,3 +265,11 @@ class LinearSelfAttention(HookedRootModule):
             resid = self._layer(layer, self.blocks[layer].hook_resid_pre(resid))
             out.append(-resid[:, -1, -1])
         return torch.stack(out)
+
+
+def build_lsa(model: LSAConfig, d_vocab: int, n_ctx: int, seed: int) -> LinearSelfAttention:
+    """The registered build function of the lsa family; `d_vocab` is the token width d + 1."""
+    cfg = LinearAttentionConfig(
+        d_x=d_vocab - 1, n_layers=model.n_layers, init_variance=model.init_variance, n_ctx=n_ctx
+    )
+    return LinearSelfAttention(cfg, torch.Generator().manual_seed(seed))

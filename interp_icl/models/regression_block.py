@@ -63,6 +63,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from interp_icl.builtin_families import BlockConfig
 from interp_icl.errors import require
 from interp_icl.models.common import check_vectors
 
@@ -286,3 +287,19 @@ class RegressionBlock(HookedRootModule):
     def predict(self, e: Tensor) -> Tensor:
         """ŷ at the query (last position) ``[B]``."""
         return self.forward(e)[:, -1]
+
+
+def build_block(model: BlockConfig, d_vocab: int, n_ctx: int, seed: int) -> RegressionBlock:
+    """The registered build function of the block family; `d_vocab` is the token width d + 1."""
+    cfg = RegressionBlockConfig(
+        d_x=d_vocab - 1,
+        d_model=model.d_model,
+        n_heads=model.n_heads,
+        d_head=model.d_head,
+        d_mlp=model.d_mlp,
+        n_layers=model.n_layers,
+        normalization_type=None if model.norm == "none" else "LN",
+        act_fn=model.act_fn,
+        n_ctx=n_ctx,
+    )
+    return RegressionBlock(cfg, torch.Generator().manual_seed(seed))

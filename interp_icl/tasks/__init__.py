@@ -1,6 +1,13 @@
-"""In-context learning tasks: seeded samplers with exact oracles."""
+"""In-context learning tasks: seeded samplers with exact oracles, made from registered configs."""
 
-from interp_icl.config import CONTINUOUS_TASKS, TaskConfig
+from interp_icl.builtin_tasks import (
+    ClassificationConfig,
+    MarkovConfig,
+    RegressionConfig,
+    RepeatedConfig,
+)
+from interp_icl.config import TaskConfig
+from interp_icl.registry import TaskConfigBase, task_entry
 from interp_icl.tasks.base import Batch, Task
 from interp_icl.tasks.classification import ClassificationTask
 from interp_icl.tasks.markov import MarkovTask
@@ -8,32 +15,31 @@ from interp_icl.tasks.regression import RegressionTask
 from interp_icl.tasks.repeated import RepeatedTokensTask
 
 
-def make_task(config: TaskConfig) -> Task:
-    """Build the task a config names."""
-    if config.name == "markov":
-        return MarkovTask(config)
-    if config.name == "regression":
-        return RegressionTask(config)
-    if config.name == "classification":
-        return ClassificationTask(config)
-    return RepeatedTokensTask(config)
+def make_task(config: TaskConfigBase) -> Task:
+    """Build the task a config names (through the task registry)."""
+    return task_entry(config.name).make(config)
 
 
 def is_continuous(task: Task) -> bool:
     """Whether the task's tokens are vectors (regression, classification) rather than token ids;
     such tasks bring their own loss and metrics (``train_loss``, ``evaluate``,
     ``baseline_losses``)."""
-    return task.config.name in CONTINUOUS_TASKS
+    return type(task.config).continuous
 
 
 __all__ = [
     "Batch",
+    "ClassificationConfig",
     "ClassificationTask",
+    "MarkovConfig",
     "MarkovTask",
+    "RegressionConfig",
     "RegressionTask",
+    "RepeatedConfig",
     "RepeatedTokensTask",
     "Task",
     "TaskConfig",
+    "TaskConfigBase",
     "is_continuous",
     "make_task",
 ]

@@ -12,7 +12,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from interp_icl.config import TaskConfig
+from interp_icl.registry import TaskConfigBase
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Batch:
 
 
 class Task(Protocol):
-    config: TaskConfig
+    config: TaskConfigBase
 
     @property
     def vocab_size(self) -> int: ...

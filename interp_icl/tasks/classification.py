@@ -7,7 +7,7 @@ drawn with probability ∝ (k+1)^−α (Zipf, α = ``zipf_alpha``; class 0 is th
 
 The means and label vectors are fixed for a task: they are drawn from
 ``interp_icl.training.seeding.generator(class_seed, "classification", "classes")``, so a task is a
-pure function of its `TaskConfig` (tasks get no run seed; ``task.class_seed``, default 0, picks a
+pure function of its task config (tasks get no run seed; ``task.class_seed``, default 0, picks a
 different set of classes). Sequences are drawn from the generator passed to `sample`.
 
 **Sequences.** N = ``n_pairs`` item-label pairs then a target item, T = 2N + 1 tokens: items at
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from interp_icl.config import TaskConfig
+from interp_icl.builtin_tasks import ClassificationConfig
 from interp_icl.tasks.base import Batch
 from interp_icl.training.seeding import generator as named_generator
 
@@ -55,7 +55,7 @@ REJECTION_ROUNDS = 32  # rejection rounds of `_draw` before the masked draw of t
 
 
 class ClassificationTask:
-    def __init__(self, config: TaskConfig):
+    def __init__(self, config: ClassificationConfig):
         self.config = config
         self.n_pairs = config.n_pairs
         self.item_dim = config.item_dim

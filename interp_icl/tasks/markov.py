@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from interp_icl.config import TaskConfig
+from interp_icl.builtin_tasks import MarkovConfig
 from interp_icl.tasks.base import Batch
 from interp_icl.theory.estimators import (
     context_index,
@@ -25,7 +25,7 @@ from interp_icl.theory.estimators import (
 
 
 class MarkovTask:
-    def __init__(self, config: TaskConfig):
+    def __init__(self, config: MarkovConfig):
         self.config = config
         self.parents: tuple[int, ...] = config.parents
         self.alpha = float(config.alpha)

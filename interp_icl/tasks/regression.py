@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from interp_icl.config import TaskConfig
+from interp_icl.builtin_tasks import RegressionConfig
 from interp_icl.tasks.base import Batch
 from interp_icl.theory.linear_regression_gd import (
     bayes_ridge_lambda,
@@ -31,7 +31,7 @@ from interp_icl.theory.linear_regression_gd import (
 
 
 class RegressionTask:
-    def __init__(self, config: TaskConfig):
+    def __init__(self, config: RegressionConfig):
         self.config = config
         self.x_dim = config.x_dim
         self.n_points = config.n_points

@@ -9,13 +9,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from interp_icl.config import TaskConfig
+from interp_icl.builtin_tasks import RepeatedConfig
 from interp_icl.tasks.base import Batch
 from interp_icl.theory.estimators import unigram_probs
 
 
 class RepeatedTokensTask:
-    def __init__(self, config: TaskConfig):
+    def __init__(self, config: RepeatedConfig):
         self.config = config
         self.block_len = config.block_len
         self.n_repeats = config.n_repeats

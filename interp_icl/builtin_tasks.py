@@ -1,0 +1,146 @@
+"""Config types of the built-in tasks, registered by name (torch-free: the samplers and oracles
+live in ``interp_icl.tasks.<name>`` and are imported when a task is made).
+
+Every field's bounds are pydantic constraints (they appear in `interp_icl.config.config_schema`);
+rules that tie fields together are model validators raising one-line `ConfigError`s.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from interp_icl.errors import require
+from interp_icl.registry import TaskConfigBase, register_task
+
+MAX_PARENT_CONTEXTS = 1_000_000  # vocab_size ** len(parents) above this is refused
+
+
+class MarkovConfig(TaskConfigBase):
+    """In-context n-gram Markov chain: each sequence draws a fresh kernel
+    pi(.|z) ~ Dirichlet(alpha * 1_d) for every parent context z; the first max(parents) tokens are
+    uniform, then x_t ~ pi(.| x_{t-p} for p in parents).
+
+    vocab_size: d, tokens are ids in [0, d). parents: distinct offsets >= 1, kept sorted.
+    alpha: Dirichlet concentration of a kernel row. seq_len: tokens per sequence, target included
+    (the paper setting with 100 context tokens is 101)."""
+
+    name: Literal["markov"] = "markov"
+    vocab_size: int = Field(3, ge=2)
+    parents: tuple[int, ...] = (1, 2)
+    alpha: float = Field(0.1, gt=0)
+    seq_len: int = Field(101, ge=2)
+
+    @field_validator("parents")
+    @classmethod
+    def _parents(cls, parents: tuple[int, ...]) -> tuple[int, ...]:
+        require(len(parents) > 0, "task.parents is empty; give at least one offset, e.g. [1]")
+        require(
+            all(p >= 1 for p in parents),
+            f"task.parents must be positive integer offsets, got {list(parents)}",
+        )
+        duplicates = sorted({p for p in parents if parents.count(p) > 1})
+        require(
+            not duplicates,
+            f"task.parents has duplicate offset(s) {', '.join(map(str, duplicates))}; "
+            "give each offset once",
+        )
+        return tuple(sorted(parents))
+
+    @model_validator(mode="after")
+    def _fits(self) -> MarkovConfig:
+        require(
+            self.seq_len > max(self.parents),
+            f"task.seq_len ({self.seq_len}) must exceed the largest parent offset "
+            f"({max(self.parents)})",
+        )
+        require(
+            self.vocab_size ** len(self.parents) <= MAX_PARENT_CONTEXTS,
+            f"task has {self.vocab_size}^{len(self.parents)} parent contexts; keep it <= 1e6",
+        )
+        return self
+
+
+class RepeatedConfig(TaskConfigBase):
+    """A uniformly random block of `block_len` tokens (ids in [0, vocab_size)) repeated
+    `n_repeats` times; seq_len = block_len * n_repeats."""
+
+    name: Literal["repeated"] = "repeated"
+    vocab_size: int = Field(3, ge=2)
+    block_len: int = Field(50, ge=1)
+    n_repeats: int = Field(2, ge=1)
+
+    @property
+    def seq_len(self) -> int:
+        return self.block_len * self.n_repeats
+
+
+class RegressionConfig(TaskConfigBase):
+    """In-context linear regression (von Oswald et al. 2023): `n_points` pairs
+    (x_i, <w, x_i> + noise) then a query x_q, x ~ U(-x_scale, x_scale)^x_dim, w ~ N(0, I), noise
+    ~ N(0, noise^2); tokens are the vectors (x, y), seq_len = n_points + 1; the model predicts y_q."""
+
+    continuous = True
+    name: Literal["regression"] = "regression"
+    x_dim: int = Field(10, ge=1)
+    n_points: int = Field(10, ge=1)
+    x_scale: float = Field(1.0, gt=0)
+    noise: float = Field(0.0, ge=0)
+
+    @property
+    def seq_len(self) -> int:
+        return self.n_points + 1
+
+
+class ClassificationConfig(TaskConfigBase):
+    """In-context classification (Reddy 2024): `n_pairs` item-label pairs then a target item;
+    `n_classes` Gaussian classes in `item_dim` dimensions with within-class noise `epsilon`,
+    `n_labels` labels (class k -> label k mod n_labels), Zipf(`zipf_alpha`) class frequencies,
+    a fraction `p_bursty` of bursty sequences (n_pairs / `burstiness` classes, each `burstiness`
+    times); class means and label vectors come from `class_seed`; seq_len = 2 n_pairs + 1
+    (`interp_icl.tasks.classification`). Defaults are the paper's."""
+
+    continuous = True
+    name: Literal["classification"] = "classification"
+    n_classes: int = Field(512, ge=1)
+    n_labels: int = Field(32, ge=2)
+    n_pairs: int = Field(8, ge=1)
+    item_dim: int = Field(63, ge=1)
+    epsilon: float = Field(0.1, ge=0)
+    zipf_alpha: float = Field(0.0, ge=0)
+    burstiness: int = Field(2, ge=1)
+    p_bursty: float = Field(1.0, ge=0, le=1)
+    class_seed: int = Field(0, ge=0)
+
+    @property
+    def seq_len(self) -> int:
+        return 2 * self.n_pairs + 1
+
+    @model_validator(mode="after")
+    def _fits(self) -> ClassificationConfig:
+        require(
+            self.n_pairs % self.burstiness == 0,
+            f"task.n_pairs ({self.n_pairs}) must be a multiple of task.burstiness "
+            f"({self.burstiness})",
+        )
+        groups = self.n_pairs // self.burstiness
+        require(
+            groups <= min(self.n_classes, self.n_labels),
+            f"a bursty sequence needs n_pairs / burstiness = {groups} distinct classes and labels; "
+            f"raise task.burstiness or task.n_classes / task.n_labels",
+        )
+        require(
+            self.n_classes >= 2 or self.p_bursty == 1,
+            "non-bursty sequences need task.n_classes >= 2 (the target's class is kept out of "
+            "the in-weights evaluation context)",
+        )
+        return self
+
+
+register_task("markov", MarkovConfig, "interp_icl.tasks.markov:MarkovTask")
+register_task("repeated", RepeatedConfig, "interp_icl.tasks.repeated:RepeatedTokensTask")
+register_task("regression", RegressionConfig, "interp_icl.tasks.regression:RegressionTask")
+register_task(
+    "classification", ClassificationConfig, "interp_icl.tasks.classification:ClassificationTask"
+)
