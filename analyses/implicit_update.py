@@ -59,7 +59,7 @@ from interp_icl.config import RunConfig
 from interp_icl.presets import implicit_update as implicit_update_preset
 from interp_icl.runs import rundir
 from interp_icl.runs import load_run
-from interp_icl.training.seeding import generator
+from interp_icl.seeding import generator
 from interp_icl.runs import open_run
 from interp_icl.viz.report import ReportPage, write_page
 

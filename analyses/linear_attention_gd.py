@@ -40,7 +40,7 @@ from interp_icl.presets import lsa_gd
 from interp_icl.theory import linear_regression_gd as gd
 from interp_icl.runs import rundir
 from interp_icl.runs import load_run
-from interp_icl.training.seeding import generator
+from interp_icl.seeding import generator
 from interp_icl.runs import open_run
 from interp_icl.viz.report import ReportPage, write_page
 

@@ -29,7 +29,7 @@ import torch
 from interp_icl import load_run
 from interp_icl.models import PROB_FLOOR
 from interp_icl.theory.estimators import mean_nll
-from interp_icl.training.seeding import generator
+from interp_icl.seeding import generator
 
 
 def head_offsets(model) -> list[tuple[int, float]]:

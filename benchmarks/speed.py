@@ -25,7 +25,7 @@ import torch
 from interp_icl.models import build_model, training_module
 from interp_icl.presets import DEFAULT_TASK, paper_gih, quickstart
 from interp_icl.tasks import make_task
-from interp_icl.training.seeding import generator
+from interp_icl.seeding import generator
 from interp_icl.training.trainer import loss_on, make_optimizer
 
 GIH_EPOCH_SEQS = 9_000  # the reference's training split of 10,000 sequences

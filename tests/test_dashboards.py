@@ -20,7 +20,7 @@ from interp_icl.errors import InterpICLError
 from interp_icl.models.handmade_gih import gih_for_parents
 from interp_icl.models.handmade_standard import induction_circuit
 from interp_icl.tasks.markov import MarkovTask
-from interp_icl.training.seeding import generator
+from interp_icl.seeding import generator
 from interp_icl.runs import create_run
 from interp_icl.viz import explorer
 from tests.conftest import tiny_config

@@ -5,7 +5,7 @@ import torch
 from interp_icl.analysis.examples import circuit_exercise, exercising_sequences
 from interp_icl.config import TaskConfig
 from interp_icl.tasks import make_task
-from interp_icl.training.seeding import generator
+from interp_icl.seeding import generator
 
 
 def test_scores_are_the_hand_counted_contexts_and_pairs():

@@ -9,7 +9,7 @@ import torch
 from interp_icl.errors import InterpICLError, TokenError
 from interp_icl.models.linear_attention import LinearAttentionConfig, LinearSelfAttention
 from interp_icl.theory import linear_regression_gd as lr
-from interp_icl.training.seeding import generator
+from interp_icl.seeding import generator
 
 F64 = torch.float64
 

@@ -85,7 +85,7 @@ def test_report_attention_values_equal_the_model_patterns(small_run):
 
     from interp_icl.analysis.common import hook_cache
     from interp_icl.runs import load_run
-    from interp_icl.training.seeding import generator
+    from interp_icl.seeding import generator
     from interp_icl.viz.report import N_VIEW_POOL, N_VIEW_SEQUENCES
 
     loaded = load_run(small_run)

@@ -34,6 +34,7 @@ from interp_icl.analysis.common import ActivationMemo, check_tokens_for, hook_ca
 from interp_icl.analysis.result import PassResult, make_table, row
 from interp_icl.errors import require
 from interp_icl.models import layout
+from interp_icl.seeding import seeded
 
 COPIER_THRESHOLD = 0.5
 
@@ -82,7 +83,7 @@ def copier(
     off = target_offset(model)
     names = {n for ell in layers for n in (f"blocks.{ell}.attn.hook_pattern", f"blocks.{ell}.attn.hook_z")}
     clean = hook_cache(model, tokens, sorted(names), memo=memo)
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded(seed)
     corrupted, source, changed = resample_one_position(
         tokens, model.cfg.d_vocab, max_offset, seq - 1 - max_offset, repeats, generator
     )

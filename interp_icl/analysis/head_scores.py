@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from interp_icl.analysis.common import check_tokens_for, hook_cache, target_offset
 from interp_icl.analysis.result import PassResult, make_table, row, scalar_row
 from interp_icl.errors import require
+from interp_icl.seeding import seeded
 
 SCORE_NAMES = ("previous_token", "duplicate_token", "induction")
 INDUCTION_THRESHOLD = 0.5
@@ -96,7 +97,7 @@ def head_scores(
     if tokens is None:
         block_len = min(50, n_ctx // n_repeats) if block_len is None else block_len
         require(block_len >= 2 and block_len * n_repeats <= n_ctx, f"{n_repeats} blocks of {block_len} tokens do not fit n_ctx={n_ctx}")
-        tokens = repeated_random_tokens(n_sequences, block_len, n_repeats, d, torch.Generator().manual_seed(seed))
+        tokens = repeated_random_tokens(n_sequences, block_len, n_repeats, d, seeded(seed))
     tokens = check_tokens_for(model, tokens)
     require(tokens.shape[1] >= 2, "head scores need sequences of at least 2 tokens")
     off = target_offset(model)

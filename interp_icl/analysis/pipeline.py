@@ -30,7 +30,7 @@ from interp_icl.analysis.verdicts import verdict_rows
 from interp_icl.errors import require
 from interp_icl.models.layout import NO_CIRCUIT, ModelLayout, layout
 from interp_icl.tasks import Task, is_continuous
-from interp_icl.training.seeding import generator
+from interp_icl.seeding import generator
 
 PASSES = ("copier", "selector", "classifier", "head_scores", "theory")
 CACHE_VERSION = 1

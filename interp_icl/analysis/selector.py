@@ -36,6 +36,7 @@ from interp_icl.analysis.copier import default_max_offset, offset_masses
 from interp_icl.analysis.result import PassResult, make_table, row, scalar_row, set_label
 from interp_icl.errors import require
 from interp_icl.models import layout
+from interp_icl.seeding import seeded
 
 MARGIN_THRESHOLD = 0.5
 
@@ -99,7 +100,7 @@ def selector(
     names = [q_name, k_name] + [name for name, head in units.values() if head is None]
 
     clean = hook_cache(model, tokens, names, memo=memo)
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded(seed)
     corrupted, source, changed = resample_one_position(
         tokens, model.cfg.d_vocab, max_offset, seq - 1 - max_offset, repeats, generator
     )

@@ -42,6 +42,7 @@ from interp_icl.builtin_families import ClassifierConfig
 from interp_icl.errors import require
 from interp_icl.models.common import check_vectors
 from interp_icl.models.regression_block import _Attention
+from interp_icl.seeding import seeded
 
 
 @dataclass
@@ -118,9 +119,9 @@ class ICLClassifier(HookedRootModule):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Weights N(0, gain²/fan_in) (gain 0.5 for W_O and W_U), biases 0; `generator` defaults
-        to ``torch.Generator().manual_seed(0)``."""
+        to ``seeded(0)``."""
         if generator is None:
-            generator = torch.Generator().manual_seed(0)
+            generator = seeded(0)
         gain = {"W_O": 0.5, "W_U": 0.5}
         with torch.no_grad():
             for name, param in self.named_parameters():
@@ -169,4 +170,4 @@ def build_classifier(model: ClassifierConfig, d_vocab: int, n_ctx: int, seed: in
         d_head=model.d_head,
         d_mlp=model.d_mlp,
     )
-    return ICLClassifier(cfg, torch.Generator().manual_seed(seed))
+    return ICLClassifier(cfg, seeded(seed))

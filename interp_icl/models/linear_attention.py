@@ -58,6 +58,7 @@ from transformer_lens.hook_points import HookPoint
 from interp_icl.builtin_families import LSAConfig
 from interp_icl.errors import ConfigError, require
 from interp_icl.models.common import check_vectors
+from interp_icl.seeding import seeded
 
 WEIGHT_NAMES = ("W_Q", "W_K", "W_V", "P")
 
@@ -140,9 +141,9 @@ class LinearSelfAttention(HookedRootModule):
     # ----- parameters -------------------------------------------------------------------------
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Independent N(0, init_variance / (n_layers · d_model)) entries; `generator` defaults to
-        ``torch.Generator().manual_seed(0)`` so that a model is always reproducible."""
+        ``seeded(0)`` so that a model is always reproducible."""
         if generator is None:
-            generator = torch.Generator().manual_seed(0)
+            generator = seeded(0)
         std = math.sqrt(self.cfg.init_variance / (self.cfg.n_layers * self.cfg.d_model))
         with torch.no_grad():
             for name in WEIGHT_NAMES:
@@ -272,4 +273,4 @@ def build_lsa(model: LSAConfig, d_vocab: int, n_ctx: int, seed: int) -> LinearSe
     cfg = LinearAttentionConfig(
         d_x=d_vocab - 1, n_layers=model.n_layers, init_variance=model.init_variance, n_ctx=n_ctx
     )
-    return LinearSelfAttention(cfg, torch.Generator().manual_seed(seed))
+    return LinearSelfAttention(cfg, seeded(seed))

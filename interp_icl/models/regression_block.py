@@ -66,6 +66,7 @@ from transformer_lens.hook_points import HookPoint
 from interp_icl.builtin_families import BlockConfig
 from interp_icl.errors import require
 from interp_icl.models.common import check_vectors
+from interp_icl.seeding import seeded
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -242,9 +243,9 @@ class RegressionBlock(HookedRootModule):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Weights N(0, gain²/fan_in) (gain 0.5 for W_O and W_U, else 1), biases 0, LN gains 1;
-        `generator` defaults to ``torch.Generator().manual_seed(0)``."""
+        `generator` defaults to ``seeded(0)``."""
         if generator is None:
-            generator = torch.Generator().manual_seed(0)
+            generator = seeded(0)
         cfg = self.cfg
         fan_in = {
             "W_E": cfg.d_input,
@@ -302,4 +303,4 @@ def build_block(model: BlockConfig, d_vocab: int, n_ctx: int, seed: int) -> Regr
         act_fn=model.act_fn,
         n_ctx=n_ctx,
     )
-    return RegressionBlock(cfg, torch.Generator().manual_seed(seed))
+    return RegressionBlock(cfg, seeded(seed))

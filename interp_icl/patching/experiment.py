@@ -35,7 +35,7 @@ from interp_icl.patching.sources import ABLATIONS
 from interp_icl.patching.sweep import DEFAULT_MEMORY_MB, MODES, ablation, activation_patching
 from interp_icl.patching.targets import Target
 from interp_icl.tasks import is_continuous
-from interp_icl.training.seeding import derive_seed, generator
+from interp_icl.seeding import derive_seed, generator, seeded
 
 CORRUPTIONS = ("parents", "resample")
 METRICS = ("loss", "last-loss", "kl", "last-kl")
@@ -109,7 +109,7 @@ def patch_experiment(
         not is_continuous(task),
         f"patching sweeps need a token task; this run's task is {task.config.name!r}",
     )
-    generator = torch.Generator().manual_seed(derive_seed(settings.seed, "patching"))
+    generator = seeded(derive_seed(settings.seed, "patching"))
     clean = task.sample(settings.n_sequences, generator).tokens
     metric = make_metric(model, settings.metric, clean)
     target = settings.target()

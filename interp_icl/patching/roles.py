@@ -93,6 +93,7 @@ from interp_icl.patching.metrics import output_log_probs
 from interp_icl.patching.paths import COMPONENTS, destination_inputs
 from interp_icl.patching.sources import cached_activations
 from interp_icl.theory.estimators import context_index, sgram_probs
+from interp_icl.seeding import seeded
 
 NECESSARY_FRACTION = 0.5
 NO_EFFECT_FRACTION = 0.1
@@ -364,7 +365,7 @@ def selector_role(
     shape = layout(model)
     if not shape.has_circuit:
         return _not_applicable("selector_role", "selector", parents, int(tokens.shape[0]))
-    generator = generator or torch.Generator().manual_seed(0)
+    generator = generator or seeded(0)
     batch, seq = tokens.shape
     vocab, off = int(model.cfg.d_vocab), target_offset(model)
     t, i = seq - 1, seq - 1 - off  # the last target and the output row that predicts it
@@ -620,6 +621,6 @@ def role_experiments(
     model.eval()
     return {
         "copier": copier_role(model, tokens, parents, beta, reference_tokens),
-        "selector": selector_role(model, tokens, parents, torch.Generator().manual_seed(seed)),
+        "selector": selector_role(model, tokens, parents, seeded(seed)),
         "classifier": classifier_role(model, tokens, parents, beta),
     }

@@ -6,7 +6,7 @@ vectors ~ N(0, I_D/D), D = ``item_dim``; class k has label k mod L. An item of c
 drawn with probability ∝ (k+1)^−α (Zipf, α = ``zipf_alpha``; class 0 is the most frequent).
 
 The means and label vectors are fixed for a task: they are drawn from
-``interp_icl.training.seeding.generator(class_seed, "classification", "classes")``, so a task is a
+``interp_icl.seeding.generator(class_seed, "classification", "classes")``, so a task is a
 pure function of its task config (tasks get no run seed; ``task.class_seed``, default 0, picks a
 different set of classes). Sequences are drawn from the generator passed to `sample`.
 
@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from interp_icl.builtin_tasks import ClassificationConfig
 from interp_icl.tasks.base import Batch
-from interp_icl.training.seeding import generator as named_generator
+from interp_icl.seeding import generator as named_generator
 
 PROB_FLOOR = 1e-12  # oracle probabilities are floored here before the log (27.6 nats at most)
 REJECTION_ROUNDS = 32  # rejection rounds of `_draw` before the masked draw of the rest

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from interp_icl.errors import require
 from interp_icl.theory.estimators import dirichlet_kernels
+from interp_icl.seeding import seeded
 
 CRITERIA = ("chi2_mi", "modified_chi2_mi")
 CRITERION_LABELS = {
@@ -128,7 +129,7 @@ def estimate_selection(
     parents = tuple(parents)
     subsets = window_subsets(window, max_degree)
     n_lags = max(window, max(parents))
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded(seed)
     values: dict[tuple[str, tuple[int, ...]], list[Tensor]] = {(c, s): [] for c in CRITERIA for s in subsets}
     n_states = vocab_size**n_lags
     chunk = max(1, min(chunk, 4_000_000 // n_states**2))  # transition matrices of a chunk <= ~100 MB

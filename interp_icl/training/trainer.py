@@ -40,7 +40,7 @@ from interp_icl.models import (
 )
 from interp_icl.tasks import Batch, Task, is_continuous, make_task
 from interp_icl.theory.estimators import mean_nll
-from interp_icl.training.seeding import derive_seed, generator
+from interp_icl.seeding import derive_seed, generator
 
 EVAL_CHUNK = 256
 

@@ -35,7 +35,7 @@ from interp_icl.analysis.common import check_tokens_for, hook_cache
 from interp_icl.analysis.result import set_text
 from interp_icl.errors import CheckpointError, require
 from interp_icl.models import target_offset
-from interp_icl.training.seeding import generator
+from interp_icl.seeding import generator
 
 RUN_ENV = "INTERP_ICL_RUN"  # the run the dashboards show
 SMALL_ENV = "INTERP_ICL_SMALL"  # "1": tiny sizes, for executing the notebooks in the test suite

@@ -260,7 +260,7 @@ def _layers_section(page: ReportPage, loaded, final) -> str:
 
 def _attention_section(page: ReportPage, loaded) -> str:
     from interp_icl.analysis.examples import circuit_exercise, exercising_sequences
-    from interp_icl.training.seeding import generator
+    from interp_icl.seeding import generator
 
     pool = loaded.task.sample(
         N_VIEW_POOL, generator(loaded.config.seed, "report", "attention")
