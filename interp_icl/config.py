@@ -205,9 +205,16 @@ class RunConfig(Section):
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
         path = Path(path)
-        require(path.is_file(), f"config file {path} does not exist")
+        require(path.exists(), f"config file {path} does not exist")
+        require(path.is_file(), f"config file {path} is a directory, not a JSON file")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
         return cls.from_dict(data)

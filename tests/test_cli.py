@@ -127,7 +127,8 @@ def test_console_script_smoke(tmp_path):
     """The installed entry point in a real process: help, a bad input, a tiny training run."""
     bad = run_cli_subprocess("train", "--steps", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().startswith("error: train.steps must be") and len(bad.stderr.splitlines()) == 1
+    assert bad.stderr.startswith("error: ") and "train.steps must be >= 1" in bad.stderr
+    assert len(bad.stderr.splitlines()) == 1
     cfg = _write_config(tmp_path / "tiny.json", train={"steps": 2, "eval_every": 1})
     done = run_cli_subprocess("train", "--config", str(cfg), "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -187,3 +188,35 @@ def test_quickstart_smoke(tmp_path):
     assert "three roles at step 3" in result.stdout and "copier (layer 1)" in result.stdout
     again = run_cli("quickstart", "--steps", "3", "--no-progress", cwd=tmp_path)
     assert again.returncode == 0 and "already complete" in again.stdout
+
+
+def test_bad_inputs_found_by_a_new_user_are_refused_before_any_work(tmp_path):
+    """Each gets one `error:` line, exit 2, and leaves the folder as it was (the run is a
+    release-0.1.0 fixture, copied: nothing may be added to it either)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "release-0.1.0-standard", run)
+    (tmp_path / "latin1.json").write_bytes('{"name": "caf\xe9"}'.encode("latin-1"))
+    (tmp_path / "cfgdir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["train", "--config", "latin1.json"], "is not UTF-8 text"),
+        (["train", "--config", "cfgdir"], "config file cfgdir is a directory"),
+        (["train", "--alpha", "inf"], "task.alpha must be a finite number"),
+        (["train", "--alpha", "nan"], "task.alpha must be a finite number"),
+        (["train", "--steps", "abc"], "Invalid value for '--steps'"),
+        (["train", "--parents", "1,1"], "task.parents has duplicate offset(s) 1"),
+        (["runs", "--out-dir", "afile"], "is a file, not a directory"),
+        (["analyze", "run", "--out", "afile"], "--out afile is a file"),
+        (["patch", "run", "--out", "afile"], "--out afile is a file"),
+        (["patch", "run", "--roles", "--out", "afile"], "--out afile is a file"),
+        (["report", "run", "--out", "afile/r.html"], "afile is a file"),
+    ]
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    for args, message in cases:
+        result = run_cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+        assert message in result.stderr, (args, result.stderr)
+        assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before, args

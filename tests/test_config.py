@@ -1,6 +1,8 @@
 """Run configs: registered task / family types, one-line errors for every bad field, release-1
 files, run-time registration, the JSON Schema. Torch-free except where a test says otherwise."""
 
+import contextlib
+import io
 import json
 import math
 import subprocess
@@ -10,7 +12,7 @@ from typing import Literal
 import pytest
 from pydantic import Field, ValidationError
 
-from interp_icl import registry
+from interp_icl import cli, registry
 from interp_icl.config import (
     ModelConfig,
     RunConfig,
@@ -131,21 +133,32 @@ CASES = [
 
 
 @pytest.mark.parametrize("section,name,field,value,valid", CASES)
-def test_every_field_rejects_bad_values_in_one_line_naming_the_field(section, name, field, value, valid):
+def test_every_field_rejects_bad_values_in_one_line_naming_the_field(
+    section, name, field, value, valid, tmp_path
+):
+    """From the library and from `interp-icl train --config`: one line naming the field, exit 2,
+    nothing written."""
     base = base_for(section, name) if section in ("task", "model") else (
         base_for("model", "gih") if section == "stage" else dict(V2)
     )
     data = _set(base, section, field, value)
+    dotted = {"task": f"task.{field}", "model": f"model.{field}", "train": f"train.{field}",
+              "stage": f"train.stages.{field}", "run": field}[section]
     try:
         RunConfig.from_dict(data)
     except ConfigError as exc:
         message = str(exc)
         assert "\n" not in message
-        dotted = {"task": f"task.{field}", "model": f"model.{field}", "train": f"train.{field}",
-                  "stage": f"train.stages.{field}", "run": field}[section]
         assert dotted in message, message
+    else:
+        assert valid, f"{name}.{field} = {value!r} was accepted"
         return
-    assert valid, f"{name}.{field} = {value!r} was accepted"
+    (tmp_path / "bad.json").write_text(json.dumps(data, allow_nan=True))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.run(["train", "--config", str(tmp_path / "bad.json"), "--out-dir", str(tmp_path / "runs")])
+    assert code == 2 and err.getvalue().count("\n") == 1 and dotted in err.getvalue(), err.getvalue()
+    assert err.getvalue().startswith("error: ") and not (tmp_path / "runs").exists()
 
 
 def test_the_walk_covers_every_registered_type():

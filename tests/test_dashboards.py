@@ -150,7 +150,7 @@ def test_dynamics_dashboard_shows_losses_roles_and_stage_order(executed, tiny_ru
     assert axes and all(roles["layout"][key]["type"] == "log" for key in axes)
     text = _text(nb)
     assert "13 checkpoints" in text and "order by half-rise step" in text
-    assert len(list((tiny_run / "analysis").glob("step_*/settings.json"))) == 13  # cached
+    assert len(list((tiny_run / "results" / "analysis").glob("step_*/settings.json"))) == 13  # stored
 
 
 # ---------------------------------------------------------------- explorer: positions
