@@ -23,7 +23,8 @@ GIH_PARAM_GROUPS = ("rpe", "ffn", "a")
 
 class StandardConfig(FamilyConfigBase):
     """TransformerLens-native transformer (``TransformerBridge.boot_native``) of `n_layers`
-    layers (1 to 3; the copier/classifier analysis reads 2), `n_heads` heads of size `d_head` per
+    layers (1 to 3: the copier pass reads every layer before the last, the classifier the last;
+    a 1-layer model has no two-layer circuit), `n_heads` heads of size `d_head` per
     layer, residual width `d_model`, MLP width `d_mlp` (none when `attn_only`), LayerNorm or none,
     standard or rotary positions (rotary needs an even d_head), activation `act_fn`."""
 

@@ -206,3 +206,32 @@ def test_report_on_a_gih_run_patches_each_layer_and_shows_its_weights(tmp_path):
     assert len(weights) == w_rpe.numel()
     for row in weights.itertuples():
         assert row.weight == pytest.approx(float(w_rpe[row.head, row.offset - 1]))
+
+
+def test_report_on_a_one_layer_model_says_no_circuit_exists(tmp_path):
+    """A 1-layer standard model: the report is written, its verdict rows say the circuit passes
+    were not measured and why, and the role experiments are undecided rather than failed."""
+    from tests.conftest import tiny_config
+
+    run = tmp_path / "one-layer"
+    create_run(tiny_config(model={"n_layers": 1}, train={"steps": 8}), run, progress=False).run()
+    path = build_report(run, n_sequences=16, n_kernels=20, dynamics_sequences=8)
+    verdicts = pd.read_csv(run / "report_data" / "verdicts.csv")
+    skipped = verdicts[verdicts["quantity"].str.endswith("not measured")]
+    assert set(skipped["quantity"]) == {"copier: not measured", "selector: not measured", "classifier: not measured"}
+    assert skipped["model"].str.contains("no copier -> classifier circuit can exist").all()
+    roles = verdicts[verdicts["quantity"].str.startswith("role experiment")]
+    assert len(roles) == 3 and (roles["agrees"] == "–").all()
+    assert sorted(p.name for p in (run / "report_data").glob("attention_seq*")) and path.is_file()
+    assert not list((run / "report_data").glob("attention_seq*_layer2.json"))  # one layer only
+
+
+def test_report_on_a_three_layer_model_shows_copiers_of_both_earlier_layers(tmp_path):
+    from tests.conftest import tiny_config
+
+    run = tmp_path / "three-layer"
+    create_run(tiny_config(model={"n_layers": 3}, train={"steps": 8}), run, progress=False).run()
+    build_report(run, n_sequences=16, n_kernels=20, dynamics_sequences=8)
+    copier = pd.read_csv(run / "report_data" / "copier.csv")
+    assert sorted(copier["layer"].unique()) == [0, 1] and sorted(copier["head"].unique()) == [0, 1]
+    assert len(list((run / "report_data").glob("attention_seq*_layer3.json"))) == 2

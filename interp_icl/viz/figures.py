@@ -72,22 +72,27 @@ def role_curves(
 
 
 def copier_heatmap(table: pd.DataFrame) -> tuple[go.Figure, pd.DataFrame]:
-    """Layer-1 attention mass per head and attention offset r (query i -> key i - r)."""
+    """Copier-layer attention mass per head and attention offset r (query i -> key i - r); one
+    row per head of every layer before the last (a ``layer`` column when there are several)."""
     data = table[(table["pass"] == "copier") & (table["metric"] == "attn_mass")]
-    data = data[["head", "offset", "mean", "stderr"]].astype({"head": int, "offset": int})
-    grid = data.pivot(index="head", columns="offset", values="mean")
+    layers = sorted(int(x) for x in data["layer"].unique())
+    columns = ["head", "offset", "mean", "stderr"] if len(layers) == 1 else ["layer", "head", "offset", "mean", "stderr"]
+    data = data[columns].astype({c: int for c in ("layer", "head", "offset") if c in columns})
+    rows = data.assign(layer=layers[0]) if len(layers) == 1 else data
+    grid = rows.pivot(index=["layer", "head"], columns="offset", values="mean")
     fig = go.Figure(
         go.Heatmap(
             z=grid.values.round(4),
             x=[str(c) for c in grid.columns],
-            y=[f"L0H{h}" for h in grid.index],
+            y=[f"L{layer}H{head}" for layer, head in grid.index],
             colorscale="Blues",
             zmin=0,
             zmax=1,
             hovertemplate="%{y}, offset %{x}: %{z:.3f}<extra></extra>",
         )
     )
-    fig.update_layout(title="copier: layer-1 attention mass by offset", height=200 + 40 * len(grid))
+    title = "copier: layer-1 attention mass by offset" if layers == [0] else "copier: attention mass by offset, layers before the last"
+    fig.update_layout(title=title, height=200 + 40 * len(grid))
     fig.update_xaxes(title_text="attention offset r")
     return fig, data
 
