@@ -1,7 +1,8 @@
 """interp_icl: mechanistic interpretability of induction heads and in-context learning.
 
-Entry points: `RunConfig` (what to train), `Trainer` (train a run directory), `load_run`
-(a run's task and hooked model at a checkpoint), `make_task` and `build_model`.
+Entry points: `RunConfig` (what to train), `create_run` / `open_run` (a trainer writing a run
+directory), `load_run` (a run's task and hooked model at a checkpoint), `make_task` and
+`build_model`; `interp_icl.runs` for everything else done on run directories.
 Heavy modules (torch, TransformerLens) are imported on first use, so the CLI answers bad input fast.
 """
 
@@ -16,6 +17,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "LoadedRun": "interp_icl.runs.loading",
     "load_run": "interp_icl.runs.loading",
+    "create_run": "interp_icl.runs.training",
+    "open_run": "interp_icl.runs.training",
     "Trainer": "interp_icl.training.trainer",
     "build_model": "interp_icl.models",
     "next_token_log_probs": "interp_icl.models",

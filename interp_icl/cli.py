@@ -193,7 +193,7 @@ def quickstart(
     run_dir = out_dir / cfg.name
     task = cfg.task
     console.print(
-        f"[bold]quickstart[/bold]: {cfg.model.family} 2-layer transformer on in-context Markov chains "
+        f"[bold]quickstart[/bold]: {cfg.model.family} {cfg.model.n_layers}-layer transformer on in-context Markov chains "
         f"(d={task.vocab_size}, parents={list(task.parents)}, alpha={task.alpha}, "
         f"seq_len={task.seq_len}) -> {run_dir}"
     )

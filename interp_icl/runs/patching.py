@@ -1,0 +1,176 @@
+"""Patching sweeps and role experiments on a run's checkpoint, stored in its result store.
+
+`run_patch(run_dir, step, settings)` computes a sweep (always) and stores it (kind "patch");
+`patch_sweeps(run_dir, step)` returns the sweeps stored for a checkpoint, running the default
+z-by-position sweep first if there is none (one per layer when layers differ in head count).
+`run_roles(run_dir, step, n_sequences, seed)` returns the role experiments, stored (kind "roles")
+or computed now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from interp_icl.analysis.result import PassResult
+from interp_icl.jsonable import plain
+from interp_icl.patching.experiment import (
+    ROLE_SEQUENCES,
+    PatchSettings,
+    patch_experiment,
+    roles_from_table,
+    roles_on_task,
+    roles_table,
+)
+from interp_icl.patching.result import PatchResult
+from interp_icl.patching.targets import heads_per_layer
+from interp_icl.runs import rundir, store
+from interp_icl.runs.loading import load_run
+
+PATCH_KIND = "patch"
+ROLES_KIND = "roles"
+STORE_VERSION = 1
+
+
+@dataclass
+class PatchExperiment:
+    run: Path
+    step: int
+    settings: PatchSettings
+    result: PatchResult
+    attribution: dict | None  # compare_with_exact of the attribution estimate, if computed
+
+    @property
+    def stem(self) -> str:
+        """File stem of this sweep's exported tables, e.g. ``patch_z_pos_step500``."""
+        return patch_stem(self.settings, self.step)
+
+    def summary(self) -> dict:
+        top = self.result.table.reindex(
+            self.result.table["effect"].abs().sort_values(ascending=False).index
+        ).head(10)
+        return {
+            "run": str(self.run),
+            "step": self.step,
+            "settings": asdict(self.settings),
+            **self.result.summary,
+            "top_patches": top.to_dict(orient="records"),
+            "attribution_vs_exact": self.attribution,
+            "versions": rundir.package_versions(),
+        }
+
+
+def patch_stem(settings: PatchSettings, step: int) -> str:
+    kind = f"ablate_{settings.ablate}" if settings.ablate else "patch"
+    layers = "" if settings.layers is None else "_L" + "-".join(map(str, settings.layers))
+    return rundir.export_stem(f"{kind}_{settings.site}_{settings.by}{layers}", step)
+
+
+def _patch_key(settings: PatchSettings) -> dict:
+    """What a sweep's numbers depend on (the memory budget only changes how patches are batched)."""
+    key = asdict(settings)
+    key.pop("memory_mb")
+    return {"version": STORE_VERSION, **key}
+
+
+def run_patch(
+    run_dir: str | Path, step: int | str, settings: PatchSettings, progress: bool = False
+) -> PatchExperiment:
+    """Load the checkpoint, draw inputs, run the sweep (and its attribution estimate), store it."""
+    loaded = load_run(run_dir, step)
+    result, comparison = patch_experiment(loaded.model, loaded.task, settings, progress=progress)
+    experiment = PatchExperiment(Path(run_dir), loaded.step, settings, result, comparison)
+    store.save(Path(run_dir), PATCH_KIND, loaded.step, _patch_key(settings), result.table, experiment.summary())
+    return experiment
+
+
+@dataclass
+class StoredSweep:
+    """A stored patching sweep: its export stem, JSON summary and long table."""
+
+    stem: str
+    summary: dict
+    table: pd.DataFrame
+
+
+def patch_sweeps(run_dir: str | Path, step: int) -> list[StoredSweep]:
+    """Every sweep stored for checkpoint `step`; the default sweep is run and stored if none is."""
+    found = [_sweep(s, step) for s in store.entries(Path(run_dir), PATCH_KIND, step)]
+    if found:
+        return sorted(found, key=lambda s: s.stem)
+    loaded = load_run(run_dir, step)
+    default = PatchSettings(attribution=False)
+    heads = heads_per_layer(loaded.model, default.target())
+    # one sweep over all layers, or one per layer when they differ in head count (gih)
+    layer_sets = [None] if len(set(heads.values())) == 1 else [(layer,) for layer in heads]
+    for layers in layer_sets:
+        settings = PatchSettings(attribution=False, layers=layers)
+        result, _ = patch_experiment(loaded.model, loaded.task, settings)
+        experiment = PatchExperiment(Path(run_dir), step, settings, result, None)
+        stored = store.save(
+            Path(run_dir), PATCH_KIND, step, _patch_key(settings), result.table, experiment.summary()
+        )
+        found.append(_sweep(stored, step))
+    return found
+
+
+def _sweep(stored: store.Stored, step: int) -> StoredSweep:
+    settings = {k: v for k, v in stored.settings.items() if k != "version"}
+    layers = settings.get("layers")
+    settings = PatchSettings(**{**settings, "layers": None if layers is None else tuple(layers)})
+    return StoredSweep(patch_stem(settings, step), stored.summary, stored.table)
+
+
+@dataclass
+class RolesReport:
+    run: Path
+    step: int
+    n_sequences: int
+    seed: int
+    results: dict[str, PassResult]  # role -> result
+    versions: dict[str, str]  # package versions the experiments ran with
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Every role's table, stacked, with a ``role`` column first."""
+        return roles_table(self.results)
+
+    @property
+    def verdicts(self) -> dict[str, bool | None]:
+        return {role: r.summary["holds"] for role, r in self.results.items()}
+
+    def summary(self) -> dict:
+        return {
+            "run": str(self.run),
+            "step": self.step,
+            "n_sequences": self.n_sequences,
+            "seed": self.seed,
+            "verdicts": self.verdicts,
+            **{role: r.summary for role, r in self.results.items()},
+            "versions": self.versions,
+        }
+
+
+def run_roles(
+    run_dir: str | Path,
+    step: int | str,
+    n_sequences: int = ROLE_SEQUENCES,
+    seed: int = 0,
+    use_stored: bool = True,
+) -> RolesReport:
+    """The copier, selector and classifier role experiments on a Markov run's checkpoint, on
+    `n_sequences` clean sequences of its task (means for ablations from 1024 more)."""
+    (chosen,) = rundir.resolve_steps(run_dir, step)
+
+    def compute() -> tuple[pd.DataFrame, dict]:
+        loaded = load_run(run_dir, chosen)
+        results = roles_on_task(loaded.model, loaded.task, n_sequences, seed)
+        report = RolesReport(Path(run_dir), chosen, n_sequences, seed, results, rundir.package_versions())
+        return report.table, plain(report.summary())
+
+    key = {"version": STORE_VERSION, "n_sequences": n_sequences, "seed": seed}
+    stored = store.fetch(Path(run_dir), ROLES_KIND, chosen, key, compute, use_stored=use_stored)
+    results = roles_from_table(stored.table, stored.summary)
+    return RolesReport(Path(run_dir), chosen, n_sequences, seed, results, stored.summary["versions"])

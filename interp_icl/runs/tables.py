@@ -1,0 +1,47 @@
+"""Writing result tables: Parquet-safe column types and the CSV + Parquet + JSON export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from interp_icl.jsonable import dumps
+from interp_icl.runs.files import atomic_file
+
+LABEL_COLUMNS = ("layer", "head", "offset", "parent_offset", "source_head")
+
+
+def parquet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """Mixed-type label columns (ints with NaN/None) as nullable Int64 or strings."""
+    table = table.copy()
+    for column in table.columns:
+        if table[column].dtype == object:
+            values = table[column].dropna()
+            if len(values) and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                table[column] = table[column].astype("Int64")
+            elif len(values) and not all(isinstance(v, str) for v in values):
+                table[column] = table[column].astype(str)
+        elif table[column].dtype == float and column in LABEL_COLUMNS:
+            table[column] = table[column].astype("Int64")
+    return table
+
+
+def export_paths(out_dir: Path, stem: str) -> list[Path]:
+    """The files `write_outputs` writes: ``<stem>.csv``, ``.parquet`` and ``.json``."""
+    return [out_dir / f"{stem}.csv", out_dir / f"{stem}.parquet", out_dir / f"{stem}.json"]
+
+
+def write_outputs(table: pd.DataFrame, summary: dict, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``<stem>.csv``, ``<stem>.parquet`` and ``<stem>.json`` into `out_dir` atomically."""
+    table = parquet_safe(table)
+    paths = export_paths(out_dir, stem)
+    writers = [
+        lambda p: table.to_csv(p, index=False),
+        lambda p: table.to_parquet(p, index=False),
+        lambda p: p.write_text(dumps(summary)),
+    ]
+    for path, write in zip(paths, writers):
+        with atomic_file(path) as tmp:
+            write(tmp)
+    return paths
