@@ -11,15 +11,22 @@ single repeated token or a short cycle: one or two contexts, nothing to see.
      within contexts;
 and `exercising_sequences` returns the indices of the `n` highest-scoring sequences (ties to the
 lower index). Without parents (e.g. repeated random tokens) the score is the number of distinct
-tokens, then of distinct bigrams.
+tokens, then of distinct bigrams. `attention_examples(model, task, seed)` draws a pool of
+sequences, picks the most exercising ones and returns their attention patterns on every layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from interp_icl.analysis.common import hook_cache
+from interp_icl.seeding import generator
+
+POOL = 64  # sequences drawn to pick the examples from
 
 
 def circuit_exercise(tokens: Tensor, parents: Sequence[int] | None) -> Tensor:
@@ -43,3 +50,31 @@ def exercising_sequences(tokens: Tensor, parents: Sequence[int] | None, n: int) 
     scores = circuit_exercise(tokens, parents).tolist()
     order = sorted(range(len(scores)), key=lambda i: (-scores[i][0], -scores[i][1], i))
     return order[:n]
+
+
+@dataclass
+class AttentionExample:
+    """One picked sequence: its index in the pool, tokens ``[T]``, its scores (distinct
+    contexts, distinct (context, next token) pairs) and every layer's pattern ``[H, T, T]``."""
+
+    index: int
+    tokens: Tensor
+    contexts: int
+    pairs: int
+    patterns: list[Tensor]
+
+
+def attention_examples(model: nn.Module, task, seed: int, n: int = 2, pool: int = POOL) -> list[AttentionExample]:
+    """The `n` of `pool` sequences of `task` (drawn from `seed`, stream "report/attention") that
+    exercise the circuit most, with the model's attention patterns on them."""
+    tokens = task.sample(pool, generator(seed, "report", "attention")).tokens
+    parents = getattr(task, "parents", None)
+    scores = circuit_exercise(tokens, parents)
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(int(model.cfg.n_layers))]
+    examples = []
+    for i in exercising_sequences(tokens, parents, n):
+        with torch.no_grad():
+            cache = hook_cache(model, tokens[i : i + 1], names)
+        patterns = [cache[name][0] for name in names]
+        examples.append(AttentionExample(i, tokens[i], int(scores[i, 0]), int(scores[i, 1]), patterns))
+    return examples

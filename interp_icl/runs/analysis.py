@@ -6,7 +6,8 @@ analysis settings (kind "analysis"); a second call with the same settings reads 
 `dynamics(run_dir, steps, settings)` does this for every chosen checkpoint and stacks the tables;
 the theory pass does not depend on the weights and is computed once per call.
 `progress_over_checkpoints(run_dir)`: the in-context classification progress measures over the
-checkpoints of a classification run.
+checkpoints of a classification run. `attention_examples(run_dir, step)`: the sample sequences
+that exercise the circuit most, with the checkpoint's attention patterns on them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from interp_icl.analysis.dynamics import long_table
+from interp_icl.analysis.examples import AttentionExample
+from interp_icl.analysis.examples import attention_examples as examples_of
 from interp_icl.analysis.icl_classification import progress_measures
 from interp_icl.analysis.pipeline import Analysis, AnalysisSettings, analysis_from_record, analyze_model
 from interp_icl.analysis.result import PassResult
@@ -111,3 +114,10 @@ def progress_over_checkpoints(
             )
         )
     return pd.concat(frames, ignore_index=True)
+
+
+def attention_examples(run_dir: str | Path, step: int | str = "last", n: int = 2) -> list[AttentionExample]:
+    """The `n` sample sequences of the run's task (seeded by the run's seed) that exercise the
+    circuit most, with every layer's attention pattern at checkpoint `step`."""
+    run = load_run(run_dir, step)
+    return examples_of(run.model, run.task, run.config.seed, n)

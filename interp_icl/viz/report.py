@@ -34,16 +34,16 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import plotly.offline
 
+from interp_icl.analysis.examples import POOL as N_VIEW_POOL  # examples are picked from this many
 from interp_icl.config import CONTINUOUS_TASKS
 from interp_icl.errors import require
 from interp_icl.jsonable import dumps
 from interp_icl.runs.files import atomic_dir, check_output_file, write_text
 from interp_icl.viz import figures
-from interp_icl.viz.attention import attention_view, bundle_script
+from interp_icl.viz.attention import AttentionView, bundle_script
 from interp_icl.viz.patching import table_heatmap
 
 N_VIEW_SEQUENCES = 2  # sample sequences shown as attention patterns
-N_VIEW_POOL = 64  # ... picked from this many by how much they exercise the circuit
 CURVE_PASSES = ("copier", "selector", "classifier")  # what the dynamics curves read
 
 
@@ -259,35 +259,29 @@ def _layers_section(page: ReportPage, loaded, final) -> str:
 
 
 def _attention_section(page: ReportPage, loaded) -> str:
-    from interp_icl.analysis.examples import circuit_exercise, exercising_sequences
-    from interp_icl.seeding import generator
+    from interp_icl.runs.analysis import attention_examples
 
-    pool = loaded.task.sample(
-        N_VIEW_POOL, generator(loaded.config.seed, "report", "attention")
-    ).tokens
-    parents = getattr(loaded.task, "parents", None)
-    chosen = exercising_sequences(pool, parents, N_VIEW_SEQUENCES)
-    scores = circuit_exercise(pool, parents)
+    examples = attention_examples(loaded.path, loaded.step, N_VIEW_SEQUENCES)
     picked = "; ".join(
-        f"sequence {i}: {int(scores[i, 0])} distinct parent contexts, "
-        f"{int(scores[i, 1])} distinct (context, next token) pairs"
-        for i in chosen
+        f"sequence {e.index}: {e.contexts} distinct parent contexts, "
+        f"{e.pairs} distinct (context, next token) pairs"
+        for e in examples
     )
     intro = (
-        f"<p>The {len(chosen)} of {N_VIEW_POOL} sample sequences of the run's task (seeded by "
+        f"<p>The {len(examples)} of {N_VIEW_POOL} sample sequences of the run's task (seeded by "
         "the run's seed) that exercise the circuit most: the most distinct parent contexts, "
         f"then the most distinct (context, next token) pairs ({html.escape(picked)}). Hover a "
         "head to see its pattern; token labels are token ids. Layer 1 should attend at the "
         "copied offsets, layer 2 to earlier positions whose parents match the query's.</p>"
     )
     parts = [intro]
-    for i in chosen:
-        for layer in range(int(loaded.model.cfg.n_layers)):
-            view = attention_view(
-                loaded.model, pool[i], layer, f"sequence {i}, layer {layer + 1}"
-            )
+    for e in examples:
+        labels = [str(int(t)) for t in e.tokens]
+        for layer, pattern in enumerate(e.patterns):
+            heads = [f"L{layer}H{h}" for h in range(pattern.shape[0])]
+            view = AttentionView(pattern, labels, heads, f"sequence {e.index}, layer {layer + 1}")
             page.n_views += 1
-            page.data[f"attention_seq{i}_layer{layer + 1}.json"] = view.props()
+            page.data[f"attention_seq{e.index}_layer{layer + 1}.json"] = view.props()
             parts.append(view.html())
     return "".join(parts)
 
