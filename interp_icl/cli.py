@@ -409,6 +409,81 @@ def _patch_table(experiment) -> Table:
 
 
 @app.command()
+def sweep(
+    spec: Path = typer.Argument(..., help="Sweep spec (JSON): base, axes, seeds, do (docs/sweeps.md)."),
+    out: Path = typer.Option(..., "--out", help="Sweep directory (made if missing; rerun to continue it)."),
+    workers: Optional[int] = typer.Option(None, help="Cells at a time on the local Ray instance (default: CPU count)."),
+    address: Optional[str] = typer.Option(None, help="Join a running Ray cluster: 'auto' or HOST:PORT (default: start a local instance)."),
+    gpus_per_cell: float = typer.Option(0.0, help="GPUs each cell asks Ray for (a fraction shares one GPU)."),
+    force: bool = typer.Option(False, help="Run this spec in a directory made with another one (unchanged finished cells are kept)."),
+    report: bool = typer.Option(True, help="Write the sweep report (DIR/report.html)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Run a grid of run configs x seeds on Ray; write the results and summary tables and a report.
+
+    Every cell is an ordinary run directory (DIR/runs/<cell>); rerunning skips finished cells.
+    Exits 1 naming the cells that failed (the others still ran)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from interp_icl.sweeps import SweepSpec, run_sweep
+
+    parsed = SweepSpec.from_file(spec)
+    cells = parsed.cells()  # every cell's config is checked before anything runs
+    check_output_dir(out, "--out")
+    columns = [TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[state]}"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=not progress) as bar:
+        task_id = bar.add_task("cells", total=len(cells), state="starting Ray")
+
+        def update(counts: dict[str, int]) -> None:
+            state = f"running {counts['running']}, failed {counts['failed']}"
+            bar.update(task_id, completed=counts["done"] + counts["failed"], state=state)
+
+        result = run_sweep(parsed, out, workers=workers, address=address, force=force,
+                           gpus_per_cell=gpus_per_cell, on_progress=update)
+    console.print(_sweep_table(result))
+    console.print(f"wrote {out / 'results.csv'}, {out / 'summary.csv'} (and .parquet)")
+    if report:
+        from interp_icl.viz.sweep_report import build_sweep_report
+
+        console.print(f"report: {build_sweep_report(result)}")
+    if result.failed:
+        errors = result.results.set_index("cell")["error"]
+        detail = "; ".join(f"{name}: {errors[name]}" for name in result.failed[:5])
+        more = f" (and {len(result.failed) - 5} more)" if len(result.failed) > 5 else ""
+        print(f"error: {len(result.failed)} of {len(cells)} cells failed: {detail}{more}", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def _sweep_table(result) -> Table:
+    """One block per setting: loss / Bayes and every verdict's rate with its interval."""
+    from interp_icl.sweeps.aggregate import verdict_columns
+
+    summary, axes = result.summary, list(result.spec.axes)
+    verdicts = verdict_columns(result.results) if not result.results.empty else []
+    table = Table(title=f"{result.path}: {len(result.results)} cells")
+    for column in ("setting", "quantity", "mean ± stderr, or rate [95% Wilson interval]"):
+        table.add_column(column)
+    for _, row in summary.iterrows():
+        label = ", ".join(f"{a}={row[a]}" for a in axes) or "base"
+        label += f" ({row['n_cells'] - row['n_failed']}/{row['n_cells']} cells done)"
+        lines = []
+        if "loss_over_bayes_mean" in row and not _isnan(row["loss_over_bayes_mean"]):
+            stderr = row["loss_over_bayes_stderr"]
+            lines.append(("loss / Bayes", f"{row['loss_over_bayes_mean']:.4f}" + ("" if _isnan(stderr) else f" ± {stderr:.4f}")))
+        for v in verdicts:
+            n = row[f"{v}_n"]
+            value = "-" if not n else f"{row[f'{v}_rate']:.2f} [{row[f'{v}_low']:.2f}, {row[f'{v}_high']:.2f}] (n={int(n)})"
+            lines.append((v, value))
+        for i, (quantity, value) in enumerate(lines):
+            table.add_row(label if i == 0 else "", quantity, value, end_section=i == len(lines) - 1)
+    return table
+
+
+def _isnan(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+@app.command()
 def runs(out_dir: Path = typer.Option(Path("runs"), help="Where run directories live.")) -> None:
     """List runs with their last step, held-out loss and loss - Bayes."""
     require(out_dir.exists(), f"{out_dir} does not exist; train a run first")

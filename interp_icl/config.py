@@ -247,21 +247,26 @@ def _drop_legacy_fields(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+def with_overrides(config: RunConfig, overrides: dict[str, Any], skip_none: bool = True) -> RunConfig:
     """Return `config` with dotted-key overrides applied, e.g. {"task.alpha": 1.0}; None values
-    are skipped. Changing ``task.name`` or ``model.family`` starts that section from the new
-    type's defaults (the old type's fields do not apply)."""
+    are skipped unless `skip_none` is False (then they set the field to null). Changing
+    ``task.name`` or ``model.family`` starts that section from the new type's defaults (the old
+    type's fields do not apply). A key outside the config's sections is a one-line ConfigError."""
     data = config.to_dict()
     for section, key in (("task", "name"), ("model", "family")):
         new = overrides.get(f"{section}.{key}")
         if new is not None and new != data[section][key]:
             data[section] = {key: new}
     for dotted, value in overrides.items():
-        if value is None:
+        if value is None and skip_none:
             continue
         target = data
         *path, last = dotted.split(".")
         for key in path:
+            require(
+                isinstance(target.get(key), dict),
+                f"unknown config key {dotted!r}; keys look like task.alpha, model.n_heads, train.lr",
+            )
             target = target[key]
         target[last] = value
     return RunConfig.from_dict(data)

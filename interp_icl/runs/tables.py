@@ -27,21 +27,20 @@ def parquet_safe(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def export_paths(out_dir: Path, stem: str) -> list[Path]:
-    """The files `write_outputs` writes: ``<stem>.csv``, ``.parquet`` and ``.json``."""
-    return [out_dir / f"{stem}.csv", out_dir / f"{stem}.parquet", out_dir / f"{stem}.json"]
+def write_table(table: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``<stem>.csv`` and ``<stem>.parquet`` into `out_dir`, each atomically."""
+    table = parquet_safe(table)
+    paths = [out_dir / f"{stem}.csv", out_dir / f"{stem}.parquet"]
+    with atomic_file(paths[0]) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_file(paths[1]) as tmp:
+        table.to_parquet(tmp, index=False)
+    return paths
 
 
 def write_outputs(table: pd.DataFrame, summary: dict, out_dir: Path, stem: str) -> list[Path]:
     """Write ``<stem>.csv``, ``<stem>.parquet`` and ``<stem>.json`` into `out_dir` atomically."""
-    table = parquet_safe(table)
-    paths = export_paths(out_dir, stem)
-    writers = [
-        lambda p: table.to_csv(p, index=False),
-        lambda p: table.to_parquet(p, index=False),
-        lambda p: p.write_text(dumps(summary)),
-    ]
-    for path, write in zip(paths, writers):
-        with atomic_file(path) as tmp:
-            write(tmp)
-    return paths
+    paths = write_table(table, out_dir, stem)
+    with atomic_file(out_dir / f"{stem}.json") as tmp:
+        tmp.write_text(dumps(summary))
+    return [*paths, out_dir / f"{stem}.json"]

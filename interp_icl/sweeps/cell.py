@@ -1,0 +1,135 @@
+"""What one sweep cell does, and the row of numbers it leaves: train, then analyse, run the role
+experiments and the default patching sweep, as the spec's ``do`` says.
+
+The cell's run directory is an ordinary one (`interp_icl.runs`): training resumes from its newest
+checkpoint and stored results are read back, so a cell interrupted anywhere continues where it
+stopped. Torch runs on one thread in a cell (``torch.set_num_threads(1)``), so a cell's numbers
+equal those of the same config trained and analysed alone on one thread.
+
+The row (`cell_row`) holds the cell's name, setting index, seed and axis values; the final
+losses and the loss / Bayes ratio; the analysis headline (selected set, margins, closest
+strategy) and each verdict of `interp_icl.analysis.verdicts.verdict_rows` as ``verdict.<key>``;
+each role experiment's verdict as ``role.<role>`` with its evidence numbers; the patching sweep's
+largest effect; wall time, status ("done" / "failed") and a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from interp_icl.errors import InterpICLError
+from interp_icl.sweeps.spec import Cell, SweepSpec
+
+VERDICT_PREFIXES = ("verdict.", "role.")
+
+
+def axis_value(value: Any) -> Any:
+    """An axis value as a table cell: numbers, strings and booleans as they are, lists as JSON."""
+    return value if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
+
+
+def run_cell(cell: Cell, spec: SweepSpec, run_dir: Path, threads: int = 1) -> dict[str, Any]:
+    """Do the spec's steps for `cell` in `run_dir`; never raises: a failure is the row's
+    ``status`` "failed" with a one-line ``error``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    row: dict[str, Any] = {"cell": cell.name, "setting": cell.index, "seed": cell.seed}
+    row.update({key: axis_value(value) for key, value in cell.setting.items()})
+    started = time.perf_counter()
+    try:
+        row.update(_steps(cell, spec, run_dir))
+        row["status"], row["error"] = "done", None
+    except Exception as exc:  # recorded, the sweep goes on
+        message = str(exc) if isinstance(exc, InterpICLError) else f"{type(exc).__name__}: {exc}"
+        row["status"], row["error"] = "failed", " ".join(message.split()) or type(exc).__name__
+        row["traceback"] = traceback.format_exc(limit=8)
+    row["wall_s"] = round(time.perf_counter() - started, 3)
+    return row
+
+
+def _steps(cell: Cell, spec: SweepSpec, run_dir: Path) -> dict[str, Any]:
+    from interp_icl.runs import open_run
+
+    out: dict[str, Any] = {}
+    final = open_run(cell.config, run_dir, resume=True, progress=False).run().final
+    out.update(_losses(final))
+    if "analyze" in spec.do:
+        out.update(_analysis(run_dir, spec))
+    if "roles" in spec.do:
+        out.update(_roles(run_dir, spec))
+    if "patch" in spec.do:
+        out.update(_patch(run_dir, spec))
+    return out
+
+
+def _losses(final: dict[str, Any]) -> dict[str, Any]:
+    keys = ("step", "eval_loss", "eval_loss_last", "bayes_loss", "bayes_loss_last",
+            "sgram_parents_loss", "unigram_loss", "accuracy", "icl_accuracy", "iwl_accuracy")
+    out = {key: final[key] for key in keys if key in final}
+    if "bayes_loss" in final and final["bayes_loss"]:
+        out["loss_over_bayes"] = final["eval_loss"] / final["bayes_loss"]
+    return out
+
+
+def _analysis(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
+    from interp_icl.analysis.pipeline import AnalysisSettings
+    from interp_icl.analysis.result import set_text
+    from interp_icl.runs import analyze_checkpoint
+
+    settings = AnalysisSettings(n_sequences=spec.analysis.n_sequences, n_kernels=spec.analysis.n_kernels)
+    headline = analyze_checkpoint(run_dir, "last", settings).headline()
+    out: dict[str, Any] = {}
+    if "selected_offsets" in headline:
+        out["selected_set"] = set_text(headline["selected_offsets"])
+        out["selection_margin"] = headline["selection_margin"]
+    if "copied_attn_offsets" in headline:
+        out["copied_offsets"] = set_text(headline["copied_attn_offsets"])
+    for key in ("closest_strategy", "closest_sgram"):
+        if key in headline:
+            out[key] = headline[key]
+    for criterion, predicted in headline.get("theory_predicted", {}).items():
+        out[f"theory_{criterion}"] = set_text(predicted)
+    out.update({f"verdict.{key}": holds for key, holds in headline.get("verdicts", {}).items()})
+    return out
+
+
+def _roles(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
+    from interp_icl.runs import run_roles
+
+    summary = run_roles(run_dir, "last", n_sequences=spec.roles.n_sequences).summary()
+    out: dict[str, Any] = {f"role.{role}": holds for role, holds in summary["verdicts"].items()}
+    selector, classifier = summary["selector"], summary["classifier"]
+    non_parent = [o["query_change"] for o in (selector.get("offsets") or {}).values() if o["kind"] == "non-parent"]
+    evidence = {
+        "role.selector.interchange_accuracy": selector.get("interchange_accuracy"),
+        "role.selector.max_non_parent_query_change": max(non_parent) if non_parent else None,
+        "role.classifier.ideal_loss_rise": classifier.get("ideal_loss_rise"),
+        "role.classifier.uniform_loss_rise": classifier.get("uniform_loss_rise"),
+        "role.copier.parents_copied": len(summary["copier"].get("parents_copied") or []),
+    }
+    out.update({key: value for key, value in evidence.items() if value is not None})
+    return out
+
+
+def _patch(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
+    """The largest effect of the default z-by-position patching sweep (one per layer when layers
+    differ in head count), stored in the run like `interp-icl report` stores it."""
+    from interp_icl.runs import patch_sweeps, resolve_steps
+
+    (step,) = resolve_steps(run_dir, "last")
+    best: tuple[float, str] = (-1.0, "")
+    for sweep in patch_sweeps(run_dir, step):
+        table = sweep.table
+        top = table.loc[table["effect"].abs().idxmax()]
+        best = max(best, (abs(float(top["effect"])), _unit(top)))
+    return {"patch.max_abs_effect": best[0], "patch.top_unit": best[1]}
+
+
+def _unit(row) -> str:
+    parts = [f"{axis}{int(row[axis])}" for axis in ("layer", "head", "pos") if axis in row.index]
+    return " ".join(parts)
