@@ -209,6 +209,11 @@ def quickstart(
     _roles(run_dir, analysis.step, 256, 0, run_dir / rundir.PATCHING_EXPORTS, progress, detailed=False)
     path = _write_report(run_dir, None, progress)
     console.print(f"[bold]report[/bold]: {path} (open it in a browser; works offline)")
+    console.print(
+        "These verdicts are one seed's and can change with the seed or the machine; for rates over "
+        "10 seeds: interp-icl sweep analyses/sweeps/quickstart_seeds.json --out sweeps/quickstart_seeds "
+        "(docs/sweeps.md)"
+    )
 
 
 def _parse_step(text: str) -> int | str:

@@ -28,7 +28,7 @@ from tests.conftest import tiny_config
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = ROOT / "dashboards"
 NOTEBOOKS = sorted(DASHBOARDS.glob("*.ipynb"))
-EXPECTED = {"attention_explorer.ipynb", "patching.ipynb", "training_dynamics.ipynb"}
+EXPECTED = {"attention_explorer.ipynb", "patching.ipynb", "training_dynamics.ipynb", "sweep.ipynb"}
 CELL_TIMEOUT_S = 120
 PLOTLY = "application/vnd.plotly.v1+json"
 
@@ -42,7 +42,19 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def executed(tiny_run):
+def tiny_sweep(tmp_path_factory) -> Path:
+    """A sweep of 2 settings x 2 seeds of 8-step runs, trained and analysed on a local Ray."""
+    from interp_icl.sweeps import run_sweep
+
+    base = tiny_config(train={"steps": 8, "checkpoint_every": 8}).to_dict()
+    base.pop("versions")
+    spec = {"base": {"config": base}, "axes": {"task.alpha": [0.5, 1.0]}, "seeds": [0, 1],
+            "do": ["train", "analyze"], "analysis": {"n_sequences": 8, "n_kernels": 10}}
+    return run_sweep(spec, tmp_path_factory.mktemp("dashboards") / "sweep", workers=2).path
+
+
+@pytest.fixture(scope="module")
+def executed(tiny_run, tiny_sweep):
     """name -> the notebook executed on `tiny_run` (each notebook runs once per module)."""
     done: dict[str, nbformat.NotebookNode] = {}
 
@@ -60,7 +72,8 @@ def executed(tiny_run):
                 kernel_name="python3",
                 resources={"metadata": {"path": str(DASHBOARDS)}},  # Jupyter's working directory
             )
-            env = {**os.environ, explorer.RUN_ENV: str(tiny_run), explorer.SMALL_ENV: "1"}
+            env = {**os.environ, explorer.RUN_ENV: str(tiny_run), explorer.SMALL_ENV: "1",
+                   explorer.SWEEP_ENV: str(tiny_sweep)}
             client.execute(env=env)  # raises CellExecutionError on any error
             done[name] = nb
         return done[name]
@@ -101,7 +114,10 @@ def test_notebook_is_stored_clean_with_a_parameter_cell_first(path):
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs"
     first = nb.cells[0]
     assert first.cell_type == "code" and "parameters" in first.metadata.get("tags", [])
-    assert explorer.RUN_ENV in first.source and explorer.DEFAULT_RUN in first.source
+    if path.name == "sweep.ipynb":
+        assert explorer.SWEEP_ENV in first.source and explorer.DEFAULT_SWEEP in first.source
+    else:
+        assert explorer.RUN_ENV in first.source and explorer.DEFAULT_RUN in first.source
     assert any(cell.cell_type == "markdown" for cell in nb.cells)
     assert nb.metadata.kernelspec.name == "python3"
 
@@ -114,6 +130,17 @@ def test_notebook_executes_on_a_small_run(executed, path):
     nb = executed(path.name)
     assert not [out for out in _outputs(nb) if out["output_type"] == "error"]
     assert _data(nb, PLOTLY), f"{path.name} shows no plotly figure"
+
+
+def test_sweep_dashboard_shows_the_summary_rates_and_cells(executed, tiny_sweep):
+    nb = executed("sweep.ipynb")
+    assert f"sweep {tiny_sweep}: 4 cells, failed: none" in _text(nb)
+    (figure,) = _figures(nb)
+    bars = [t for t in figure["data"] if t["type"] == "bar"]
+    assert {t["name"] for t in bars} == {"task.alpha=0.5", "task.alpha=1.0"}
+    assert all(0 <= y <= 1 for t in bars for y in t["y"])
+    tables = [html for html in _data(nb, "text/html") if "loss_over_bayes" in html]
+    assert len(tables) == 2  # the summary and the cells
 
 
 def test_attention_explorer_shows_both_layers_with_the_parent_structure(executed, tiny_run):

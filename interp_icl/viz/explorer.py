@@ -40,6 +40,8 @@ from interp_icl.seeding import generator
 RUN_ENV = "INTERP_ICL_RUN"  # the run the dashboards show
 SMALL_ENV = "INTERP_ICL_SMALL"  # "1": tiny sizes, for executing the notebooks in the test suite
 DEFAULT_RUN = "runs/quickstart"
+SWEEP_ENV = "INTERP_ICL_SWEEP"  # the sweep directory the sweep dashboard shows
+DEFAULT_SWEEP = "sweeps/quickstart_seeds"
 LAYER_NAMES = ("layer 1 (blocks.0)", "layer 2 (blocks.1)")
 MARKS = ("parent position i − p", "full match of the parents")
 
@@ -64,6 +66,20 @@ def run_dir(run: str | Path | None = None, start: str | Path | None = None) -> P
         path.is_dir(),
         f"run directory {path} does not exist; train it (`interp-icl quickstart` writes "
         f"runs/quickstart) or set {RUN_ENV} to a run directory",
+        CheckpointError,
+    )
+    return path
+
+
+def sweep_dir(sweep: str | Path | None = None, start: str | Path | None = None) -> Path:
+    """The sweep directory the sweep dashboard shows: `sweep`, else ``$INTERP_ICL_SWEEP``, else
+    ``sweeps/quickstart_seeds``; a relative path is taken relative to the repository root."""
+    chosen = Path(sweep if sweep is not None else os.environ.get(SWEEP_ENV) or DEFAULT_SWEEP).expanduser()
+    path = chosen if chosen.is_absolute() else repo_root(start) / chosen
+    require(
+        path.is_dir(),
+        f"sweep directory {path} does not exist; run one (`interp-icl sweep "
+        f"analyses/sweeps/quickstart_seeds.json --out {DEFAULT_SWEEP}`) or set {SWEEP_ENV}",
         CheckpointError,
     )
     return path

@@ -31,6 +31,9 @@ def build_sweep_report(sweep) -> str:
     page.add("spec", "Sweep", _spec_section(sweep))
     page.add("settings", "Settings", _settings_section(page, summary, axes, verdicts))
     varying = [a for a in axes if summary[a].nunique() > 1] if not summary.empty else []
+    if verdicts and not summary.empty:
+        fig, data = verdict_rates_figure(summary, axes, verdicts)
+        page.add("rates", "Verdict rates", page.figure(fig, "verdict_rates.csv", data))
     if len(varying) >= 2 and verdicts:
         page.add("heatmaps", "Verdict rates over two axes", _heatmaps(page, results, varying[:2], verdicts))
     if "loss_over_bayes_mean" in summary.columns:
@@ -87,6 +90,28 @@ def _rate(row: pd.Series, name: str) -> str:
     if n is None or pd.isna(n) or n == 0:
         return "–"
     return f"{row[f'{name}_rate']:.2f} [{row[f'{name}_low']:.2f}, {row[f'{name}_high']:.2f}] (n={int(n)})"
+
+
+def verdict_rates_figure(summary: pd.DataFrame, axes: list[str], verdicts: list[str]) -> tuple[go.Figure, pd.DataFrame]:
+    """Each verdict's rate per setting with its 95% Wilson interval as error bars."""
+    rows = []
+    for _, row in summary.iterrows():
+        for verdict in verdicts:
+            if row.get(f"{verdict}_n"):
+                rows.append({"setting": _label(row, axes), "verdict": verdict, "rate": row[f"{verdict}_rate"],
+                             "low": row[f"{verdict}_low"], "high": row[f"{verdict}_high"], "n": int(row[f"{verdict}_n"])})
+    data = pd.DataFrame(rows, columns=["setting", "verdict", "rate", "low", "high", "n"])
+    fig = go.Figure()
+    for setting, part in data.groupby("setting", sort=False):
+        fig.add_bar(
+            name=setting, x=part["verdict"], y=part["rate"], customdata=part["n"],
+            error_y={"type": "data", "symmetric": False, "array": part["high"] - part["rate"],
+                     "arrayminus": part["rate"] - part["low"]},
+            hovertemplate="%{x}: %{y:.2f} (n=%{customdata})<extra>%{fullData.name}</extra>",
+        )
+    fig.update_layout(title="verdict rates over seeds (95% Wilson intervals)", barmode="group",
+                      yaxis_range=[0, 1.05], height=420)
+    return fig, data
 
 
 def _heatmaps(page: ReportPage, results: pd.DataFrame, pair: list[str], verdicts: list[str]) -> str:
@@ -156,4 +181,4 @@ def _cells_section(page: ReportPage, sweep) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-__all__ = ("build_sweep_report",)
+__all__ = ("build_sweep_report", "verdict_rates_figure")
