@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 CLI = str(Path(sys.executable).with_name("interp-icl"))
-COMPUTED = ("analysis", "patching", "report.html", "report_data")
+COMPUTED = ("analysis", "patching", "results", "report.html", "report_data")
 
 
 def fresh_copy(run: Path, where: Path) -> Path:

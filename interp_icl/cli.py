@@ -470,7 +470,7 @@ def _sweep_table(result) -> Table:
         table.add_column(column)
     for _, row in summary.iterrows():
         label = ", ".join(f"{a}={row[a]}" for a in axes) or "base"
-        label += f" ({row['n_cells'] - row['n_failed']}/{row['n_cells']} cells done)"
+        label += f" ({int(row['n_cells']) - int(row['n_failed'])}/{int(row['n_cells'])} cells done)"
         lines = []
         if "loss_over_bayes_mean" in row and not _isnan(row["loss_over_bayes_mean"]):
             stderr = row["loss_over_bayes_stderr"]

@@ -191,6 +191,8 @@ def _run_on_ray(
     counts: dict[str, int],
     on_progress: Callable[[dict[str, int]], None] | None,
 ) -> None:
+    if address is None:
+        _local_ray_on_loopback()
     import ray
 
     started_here = not ray.is_initialized()
@@ -223,6 +225,18 @@ def _run_on_ray(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _local_ray_on_loopback() -> None:
+    """Make a local Ray instance bind and talk on 127.0.0.1 only, not on the machine's network
+    address: Ray's own single-machine switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), read when
+    ray is imported and inherited by its worker processes."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import sys
+
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # ray was imported before the variable was set
+        constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false", "False")
 
 
 def _record(out: Path, cell: Cell, row: dict[str, Any]) -> None:
