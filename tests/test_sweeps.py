@@ -43,7 +43,20 @@ def without_wall_time(table: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
-    return run_sweep(SPEC, tmp_path_factory.mktemp("sweep") / "two", workers=2)
+    addresses = []
+
+    def on_progress(counts):  # called by the driver while its local Ray instance is up
+        import ray
+
+        addresses.append(ray.get_runtime_context().gcs_address)
+
+    sweep = run_sweep(SPEC, tmp_path_factory.mktemp("sweep") / "two", workers=2, on_progress=on_progress)
+    sweep.addresses = addresses
+    return sweep
+
+
+def test_a_local_ray_instance_talks_on_loopback_only(two_workers):
+    assert two_workers.addresses and all(a.startswith("127.0.0.1:") for a in two_workers.addresses)
 
 
 def test_tables_are_identical_with_one_and_two_workers(two_workers, tmp_path):
