@@ -257,7 +257,9 @@ def test_release_1_config_files_load(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(LEGACY_QUICKSTART)
     cfg = RunConfig.from_file(path)
-    assert cfg.model_dump(exclude={"versions"}) == quickstart().model_dump(exclude={"versions"})
+    # the quickstart preset of release 1 had 2 heads of 32 per layer (4 of 16 since 2026-12-02)
+    release_1 = with_overrides(quickstart(), {"model.n_heads": 2, "model.d_head": 32})
+    assert cfg.model_dump(exclude={"versions"}) == release_1.model_dump(exclude={"versions"})
     assert cfg.model.n_layers == 2  # release 1's standard model always had two layers
     assert cfg.versions == {"torch": "2.9.1"}
     assert RunConfig.from_dict(json.loads(LEGACY_CLASSIFICATION)) == icl_classification()

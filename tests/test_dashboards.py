@@ -135,10 +135,22 @@ def test_notebook_executes_on_a_small_run(executed, path):
 def test_sweep_dashboard_shows_the_summary_rates_and_cells(executed, tiny_sweep):
     nb = executed("sweep.ipynb")
     assert f"sweep {tiny_sweep}: 4 cells, failed: none" in _text(nb)
+    import base64
+
+    import numpy as np
+
+    def values(array):  # plotly stores numeric arrays as {"dtype", "bdata"} (base64)
+        if isinstance(array, dict):
+            return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+        return list(array)
+
     (figure,) = _figures(nb)
     bars = [t for t in figure["data"] if t["type"] == "bar"]
     assert {t["name"] for t in bars} == {"task.alpha=0.5", "task.alpha=1.0"}
-    assert all(0 <= y <= 1 for t in bars for y in t["y"])
+    summary = pd.read_parquet(tiny_sweep / "summary.parquet").set_index("task.alpha")
+    for bar in bars:  # each bar is a verdict's rate in that setting's summary row
+        row = summary.loc[float(bar["name"].split("=")[1])]
+        assert [row[f"{v}_rate"] for v in values(bar["x"])] == pytest.approx(values(bar["y"]))
     tables = [html for html in _data(nb, "text/html") if "loss_over_bayes" in html]
     assert len(tables) == 2  # the summary and the cells
 
