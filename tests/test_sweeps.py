@@ -212,3 +212,32 @@ def test_zip_groups_vary_together_and_axes_form_a_grid():
     cells = spec.cells()
     assert [c.name for c in cells][:2] == ["s000-seed0", "s000-seed5"] and len(cells) == 8
     assert cells[5].config.task.vocab_size == 4 and cells[5].config.train.lr == 0.1 and cells[5].config.seed == 5
+
+
+def test_report_heatmaps_pool_counts_over_the_other_axes(tmp_path):
+    """A synthetic 2 x 2 x 2 grid, 2 seeds: every pair of axes gets a heatmap whose rates are the
+    verdict counts pooled over the third axis (counted here by hand)."""
+    import itertools
+
+    from interp_icl.sweeps.aggregate import results_table, summary_table
+    from interp_icl.sweeps.driver import Sweep
+
+    axes = ["task.alpha", "train.lr", "model.n_heads"]
+    spec = SweepSpec.from_dict(small_spec(axes={"task.alpha": [0.1, 1.0], "train.lr": [0.01, 0.1],
+                                                 "model.n_heads": [1, 2]}, seeds=[0, 1]))
+    rows = []
+    for (index, setting), seed in itertools.product(enumerate(spec.settings()), spec.seeds):
+        holds = setting["task.alpha"] == 1.0 and (seed == 0 or setting["model.n_heads"] == 2)
+        rows.append({"cell": f"s{index:03d}-seed{seed}", "setting": index, "seed": seed, **setting,
+                     "loss_over_bayes": 1.0 + index / 100, "verdict.selector_selected_set": holds,
+                     "wall_s": 1.0, "status": "done", "error": None})
+    results = results_table(rows, axes)
+    sweep = Sweep(tmp_path, spec, results, summary_table(results, axes))
+    build_sweep_report(sweep)
+    data = tmp_path / "report_data"
+    maps = sorted(p.name for p in data.glob("heatmap_*.csv"))
+    assert len(maps) == 3  # alpha x lr, alpha x heads, lr x heads
+    by_alpha_heads = pd.read_csv(data / "heatmap_verdict.selector_selected_set_task.alpha_model.n_heads.csv")
+    rate = by_alpha_heads.set_index(["model.n_heads", "task.alpha"])["rate"]
+    # alpha 1.0: 2 heads always hold (4 of 4 cells over lr x seed), 1 head only seed 0 (2 of 4)
+    assert rate.loc[(2, 1.0)] == 1.0 and rate.loc[(1, 1.0)] == 0.5 and rate.loc[(1, 0.1)] == 0.0

@@ -2,7 +2,7 @@
 
 * settings: per setting its axis values, cells done / failed, loss / Bayes (mean ± stderr over
   seeds) and every verdict's rate with its 95% Wilson interval;
-* heatmaps of each verdict's rate over the first two axes that vary (counts pooled over the
+* heatmaps of each verdict's rate over every pair of axes that vary (counts pooled over the
   other axes);
 * loss / Bayes per setting with standard-error bars;
 * every cell with its status, error and a link to its own report (``runs/<cell>/report.html``,
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+from itertools import combinations
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -35,7 +36,8 @@ def build_sweep_report(sweep) -> str:
         fig, data = verdict_rates_figure(summary, axes, verdicts)
         page.add("rates", "Verdict rates", page.figure(fig, "verdict_rates.csv", data))
     if len(varying) >= 2 and verdicts:
-        page.add("heatmaps", "Verdict rates over two axes", _heatmaps(page, results, varying[:2], verdicts))
+        maps = "".join(_heatmaps(page, results, list(pair), verdicts) for pair in combinations(varying, 2))
+        page.add("heatmaps", "Verdict rates over two axes", maps)
     if "loss_over_bayes_mean" in summary.columns:
         page.add("loss", "Loss / Bayes per setting", _loss_section(page, summary, axes))
     page.add("cells", "Cells", _cells_section(page, sweep))
@@ -135,7 +137,7 @@ def _heatmaps(page: ReportPage, results: pd.DataFrame, pair: list[str], verdicts
         fig.update_xaxes(title_text=x_axis)
         fig.update_yaxes(title_text=y_axis)
         data = counts.rename(columns={"sum": "true", "count": "n"})
-        parts.append(page.figure(fig, f"heatmap_{verdict}.csv", data))
+        parts.append(page.figure(fig, f"heatmap_{verdict}_{x_axis}_{y_axis}.csv", data))
     return "".join(parts)
 
 
