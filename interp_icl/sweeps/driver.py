@@ -91,7 +91,7 @@ def run_sweep(
         pending = [cell for cell in cells if not _finished(out, cell)]
         if force:
             for cell in pending:
-                _drop_if_config_changed(out / RUNS_DIR / cell.name, cell)
+                _drop_if_config_changed(cell_run_dir(out, cell.name), cell)
         counts = {"total": len(cells), "done": len(cells) - len(pending), "failed": 0, "running": 0}
         if pending:
             _run_on_ray(out, spec, pending, workers, address, gpus_per_cell, counts, on_progress)
@@ -109,6 +109,7 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 def cell_run_dir(sweep_dir: Path, cell: str) -> Path:
+    """The run directory of `cell` in a sweep directory (an ordinary run: `load_run` loads it)."""
     return Path(sweep_dir) / RUNS_DIR / cell
 
 
@@ -204,7 +205,7 @@ def _run_on_ray(
         ray.init(address=address, **{k: v for k, v in options.items() if v is not None})
     try:
         remote = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, max_retries=0)(_cell_task)
-        refs = {remote.remote(cell, spec, str(out / RUNS_DIR / cell.name)): cell for cell in cells}
+        refs = {remote.remote(cell, spec, str(cell_run_dir(out, cell.name))): cell for cell in cells}
         slots = workers or int(ray.cluster_resources().get("CPU", 1))
         counts["running"] = min(slots, len(refs))
         if on_progress is not None:
