@@ -23,7 +23,8 @@ from typing import Any, Literal
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from interp_icl import registry
-from interp_icl.errors import ConfigError, require
+from interp_icl.errors import require
+from interp_icl.jsonable import read_json_file
 from interp_icl.registry import (
     CONFIG_VERSION,
     FamilyConfigBase,
@@ -204,19 +205,7 @@ class RunConfig(Section):
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
-        path = Path(path)
-        require(path.exists(), f"config file {path} does not exist")
-        require(path.is_file(), f"config file {path} is a directory, not a JSON file")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON"
-            ) from None
-        except OSError as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        data = read_json_file(path, "config file")
         return cls.from_dict(data)
 
 

@@ -1,4 +1,5 @@
-"""The one JSON encoder of the package: `json.dumps(obj, default=jsonable)`.
+"""The one JSON encoder of the package (`json.dumps(obj, default=jsonable)`), and the one reader of
+a user's JSON file (`read_json_file`: every problem is a one-line ConfigError).
 
 Tensors and numpy arrays become (nested) lists, numpy / torch scalars plain numbers, sets and
 tuples lists, paths strings. Anything else is a TypeError, as with `json.dumps`.
@@ -33,3 +34,21 @@ def plain(value: Any) -> Any:
     """`value` as plain JSON types (lists, dicts, numbers, strings, None): what reading its
     JSON back would give."""
     return json.loads(json.dumps(value, default=jsonable))
+
+
+def read_json_file(path: str | Path, what: str) -> Any:
+    """The JSON value in the file at `path`, or a one-line ConfigError naming `what` (e.g.
+    "config file") and the problem: missing, a directory, not UTF-8, unreadable, not JSON."""
+    from interp_icl.errors import ConfigError, require
+
+    path = Path(path)
+    require(path.exists(), f"{what} {path} does not exist")
+    require(path.is_file(), f"{what} {path} is a directory, not a JSON file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None

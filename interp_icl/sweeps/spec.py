@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from interp_icl.config import RunConfig, with_overrides
 from interp_icl.errors import ConfigError, InterpICLError, require
+from interp_icl.jsonable import read_json_file
 
 STEPS = ("train", "analyze", "roles", "patch")
 
@@ -100,15 +101,7 @@ class SweepSpec(_Strict):
 
     @classmethod
     def from_file(cls, path: str | Path) -> SweepSpec:
-        path = Path(path)
-        require(path.exists(), f"sweep spec {path} does not exist")
-        require(path.is_file(), f"sweep spec {path} is a directory, not a JSON file")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise ConfigError(f"sweep spec {path} is not UTF-8 text") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"sweep spec {path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        data = read_json_file(path, "sweep spec")
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

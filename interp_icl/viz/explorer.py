@@ -60,28 +60,22 @@ def repo_root(start: str | Path | None = None) -> Path:
 def run_dir(run: str | Path | None = None, start: str | Path | None = None) -> Path:
     """The run directory a dashboard shows: `run`, else ``$INTERP_ICL_RUN``, else
     ``runs/quickstart``; a relative path is taken relative to the repository root."""
-    chosen = Path(run if run is not None else os.environ.get(RUN_ENV) or DEFAULT_RUN).expanduser()
-    path = chosen if chosen.is_absolute() else repo_root(start) / chosen
-    require(
-        path.is_dir(),
-        f"run directory {path} does not exist; train it (`interp-icl quickstart` writes "
-        f"runs/quickstart) or set {RUN_ENV} to a run directory",
-        CheckpointError,
-    )
-    return path
+    how = "train it (`interp-icl quickstart` writes runs/quickstart) or set {env} to a run directory"
+    return _dashboard_dir(run, RUN_ENV, DEFAULT_RUN, "run directory", how, start)
 
 
 def sweep_dir(sweep: str | Path | None = None, start: str | Path | None = None) -> Path:
     """The sweep directory the sweep dashboard shows: `sweep`, else ``$INTERP_ICL_SWEEP``, else
     ``sweeps/quickstart_seeds``; a relative path is taken relative to the repository root."""
-    chosen = Path(sweep if sweep is not None else os.environ.get(SWEEP_ENV) or DEFAULT_SWEEP).expanduser()
+    how = (f"run one (`interp-icl sweep analyses/sweeps/quickstart_seeds.json --out {DEFAULT_SWEEP}`) "
+           "or set {env}")
+    return _dashboard_dir(sweep, SWEEP_ENV, DEFAULT_SWEEP, "sweep directory", how, start)
+
+
+def _dashboard_dir(given, env: str, default: str, what: str, how: str, start) -> Path:
+    chosen = Path(given if given is not None else os.environ.get(env) or default).expanduser()
     path = chosen if chosen.is_absolute() else repo_root(start) / chosen
-    require(
-        path.is_dir(),
-        f"sweep directory {path} does not exist; run one (`interp-icl sweep "
-        f"analyses/sweeps/quickstart_seeds.json --out {DEFAULT_SWEEP}`) or set {SWEEP_ENV}",
-        CheckpointError,
-    )
+    require(path.is_dir(), f"{what} {path} does not exist; {how.format(env=env)}", CheckpointError)
     return path
 
 
