@@ -41,6 +41,19 @@ def without_wall_time(table: pd.DataFrame) -> pd.DataFrame:
     return table[[c for c in table.columns if not c.startswith("wall_s")]]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local 2-CPU Ray instance for the module (run_sweep uses a running instance); a test
+    that needs another shuts it down and restarts it."""
+    import ray
+
+    from interp_icl.sweeps.driver import start_local_ray
+
+    start_local_ray(2)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
     addresses = []
@@ -60,7 +73,15 @@ def test_a_local_ray_instance_talks_on_loopback_only(two_workers):
 
 
 def test_tables_are_identical_with_one_and_two_workers(two_workers, tmp_path):
-    one = run_sweep(SPEC, tmp_path / "one", workers=1)
+    import ray
+
+    from interp_icl.sweeps.driver import start_local_ray
+
+    ray.shutdown()  # run_sweep starts its own 1-CPU instance: one cell at a time
+    try:
+        one = run_sweep(SPEC, tmp_path / "one", workers=1)
+    finally:
+        start_local_ray(2)
     pd.testing.assert_frame_equal(without_wall_time(one.results), without_wall_time(two_workers.results))
     pd.testing.assert_frame_equal(without_wall_time(one.summary), without_wall_time(two_workers.summary))
     results = two_workers.results

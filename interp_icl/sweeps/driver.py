@@ -192,17 +192,13 @@ def _run_on_ray(
     counts: dict[str, int],
     on_progress: Callable[[dict[str, int]], None] | None,
 ) -> None:
-    if address is None:
-        _local_ray_on_loopback()
     import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
-        if address is None:
-            options["num_cpus"] = workers or os.cpu_count() or 1
-            options["num_gpus"] = 0 if gpus_per_cell == 0 else None
-        ray.init(address=address, **{k: v for k, v in options.items() if v is not None})
+    started_here = not ray.is_initialized()  # else: the caller's instance (a notebook, tests)
+    if started_here and address is None:
+        start_local_ray(workers or os.cpu_count() or 1, gpus=None if gpus_per_cell else 0)
+    elif started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         remote = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, max_retries=0)(_cell_task)
         refs = {remote.remote(cell, spec, str(cell_run_dir(out, cell.name))): cell for cell in cells}
@@ -228,16 +224,21 @@ def _run_on_ray(
             ray.shutdown()
 
 
-def _local_ray_on_loopback() -> None:
-    """Make a local Ray instance bind and talk on 127.0.0.1 only, not on the machine's network
-    address: Ray's own single-machine switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), read when
-    ray is imported and inherited by its worker processes."""
+def start_local_ray(cpus: int, gpus: int | None = 0) -> None:
+    """Start a local Ray instance with `cpus` CPUs (and `gpus` GPUs; None: detect) that binds and
+    talks on 127.0.0.1 only, not on the machine's network address: Ray's own single-machine switch
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), read when ray is imported and inherited by its
+    worker processes. `run_sweep` starts one this way when none is running."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import sys
 
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None:  # ray was imported before the variable was set
         constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false", "False")
+    import ray
+
+    options = {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+    ray.init(**options, **({} if gpus is None else {"num_gpus": gpus}))
 
 
 def _record(out: Path, cell: Cell, row: dict[str, Any]) -> None:
