@@ -198,22 +198,21 @@ def family_entry(name: str) -> FamilyEntry:
 
 def task_config(data: TaskConfigBase | dict[str, Any]) -> TaskConfigBase:
     """The registered config type of ``data["name"]`` (default "markov") built from `data`."""
-    if isinstance(data, TaskConfigBase):
-        return data
-    require(isinstance(data, dict), f"config.task must be a JSON object, got {data!r}")
-    name = data.get("name", "markov")
-    require(isinstance(name, str), f"task.name must be a string, got {name!r}")
-    return task_entry(name).config_type(**data)
+    return _section(data, TaskConfigBase, "task", "name", "markov", task_entry)
 
 
 def family_config(data: FamilyConfigBase | dict[str, Any]) -> FamilyConfigBase:
     """The registered config type of ``data["family"]`` (default "standard") built from `data`."""
-    if isinstance(data, FamilyConfigBase):
+    return _section(data, FamilyConfigBase, "model", "family", "standard", family_entry)
+
+
+def _section(data: Any, base: type, section: str, tag: str, default: str, entry: Callable) -> Any:
+    if isinstance(data, base):
         return data
-    require(isinstance(data, dict), f"config.model must be a JSON object, got {data!r}")
-    family = data.get("family", "standard")
-    require(isinstance(family, str), f"model.family must be a string, got {family!r}")
-    return family_entry(family).config_type(**data)
+    require(isinstance(data, dict), f"config.{section} must be a JSON object, got {data!r}")
+    name = data.get(tag, default)
+    require(isinstance(name, str), f"{section}.{tag} must be a string, got {name!r}")
+    return entry(name).config_type(**data)
 
 
 def _check_type(name: str, config_type: type, base: type, key: str) -> None:
