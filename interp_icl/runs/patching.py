@@ -79,11 +79,16 @@ def run_patch(
     run_dir: str | Path, step: int | str, settings: PatchSettings, progress: bool = False
 ) -> PatchExperiment:
     """Load the checkpoint, draw inputs, run the sweep (and its attribution estimate), store it."""
-    loaded = load_run(run_dir, step)
+    return _compute_and_store(Path(run_dir), load_run(run_dir, step), settings, progress)[0]
+
+
+def _compute_and_store(
+    run_dir: Path, loaded, settings: PatchSettings, progress: bool = False
+) -> tuple[PatchExperiment, store.Stored]:
     result, comparison = patch_experiment(loaded.model, loaded.task, settings, progress=progress)
-    experiment = PatchExperiment(Path(run_dir), loaded.step, settings, result, comparison)
-    store.save(Path(run_dir), PATCH_KIND, loaded.step, _patch_key(settings), result.table, experiment.summary())
-    return experiment
+    experiment = PatchExperiment(run_dir, loaded.step, settings, result, comparison)
+    stored = store.save(run_dir, PATCH_KIND, loaded.step, _patch_key(settings), result.table, experiment.summary())
+    return experiment, stored
 
 
 @dataclass
@@ -107,11 +112,7 @@ def patch_sweeps(run_dir: str | Path, step: int) -> list[StoredSweep]:
     layer_sets = [None] if len(set(heads.values())) == 1 else [(layer,) for layer in heads]
     for layers in layer_sets:
         settings = PatchSettings(attribution=False, layers=layers)
-        result, _ = patch_experiment(loaded.model, loaded.task, settings)
-        experiment = PatchExperiment(Path(run_dir), step, settings, result, None)
-        stored = store.save(
-            Path(run_dir), PATCH_KIND, step, _patch_key(settings), result.table, experiment.summary()
-        )
+        _, stored = _compute_and_store(Path(run_dir), loaded, settings)
         found.append(_sweep(stored, step))
     return found
 

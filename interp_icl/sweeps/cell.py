@@ -24,8 +24,6 @@ from typing import Any
 from interp_icl.errors import InterpICLError
 from interp_icl.sweeps.spec import Cell, SweepSpec
 
-VERDICT_PREFIXES = ("verdict.", "role.")
-
 
 def axis_value(value: Any) -> Any:
     """An axis value as a table cell: numbers, strings and booleans as they are, lists as JSON."""
