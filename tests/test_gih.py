@@ -179,3 +179,19 @@ def test_window_code_kernel_path_equals_per_position_path(window):
         grads.append([p.grad.clone() for p in (model.w_rpe, model.c, model.a)])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_rpe_noise_gives_a_seeded_non_aligned_start():
+    from interp_icl.config import ModelConfig
+    from interp_icl.models.gih import build_gih
+
+    reference = build_gih(ModelConfig(family="gih", n_heads=3, window=3), 3, 20, seed=5)
+    expected = torch.full((3, 3), 0.1) + 2.9 * torch.eye(3)
+    assert torch.equal(reference.w_rpe.detach(), expected)  # no noise: the reference code's start
+    flat = dict(family="gih", n_heads=3, window=3, w_plus=0.0, w_minus=0.0, rpe_noise=0.3)
+    first = build_gih(ModelConfig(**flat), 3, 20, seed=5).w_rpe.detach()
+    again = build_gih(ModelConfig(**flat), 3, 20, seed=5).w_rpe.detach()
+    other = build_gih(ModelConfig(**flat), 3, 20, seed=6).w_rpe.detach()
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert 0.1 < float(first.std()) < 0.6  # N(0, 0.3²) entries: heads differ, none is sharp
+    assert float(torch.softmax(first, -1).max()) < 0.8
