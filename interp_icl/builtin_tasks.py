@@ -24,13 +24,33 @@ class MarkovConfig(TaskConfigBase):
 
     vocab_size: d, tokens are ids in [0, d). parents: distinct offsets >= 1, kept sorted.
     alpha: Dirichlet concentration of a kernel row. seq_len: tokens per sequence, target included
-    (the paper setting with 100 context tokens is 101)."""
+    (the paper setting with 100 context tokens is 101).
+
+    weak_parents: a strict subset of `parents` (kept sorted; default none). With weak parents a
+    sequence's kernel depends on them only with probability `weak_parent_prob`; otherwise it is a
+    Dirichlet(alpha) kernel over the other ("strong") parents, whose rows do not depend on the weak
+    parents' values (the prior is then a mixture, not exchangeable over contexts;
+    `interp_icl.theory.estimators.markov_prior_kernels`). Without weak parents nothing extra is
+    drawn and `weak_parent_prob` must stay 1."""
 
     name: Literal["markov"] = "markov"
     vocab_size: int = Field(3, ge=2)
     parents: tuple[int, ...] = (1, 2)
     alpha: float = Field(0.1, gt=0)
     seq_len: int = Field(101, ge=2)
+    weak_parents: tuple[int, ...] = ()
+    weak_parent_prob: float = Field(1.0, ge=0, le=1)
+
+    @field_validator("weak_parents")
+    @classmethod
+    def _weak_parents(cls, weak: tuple[int, ...]) -> tuple[int, ...]:
+        duplicates = sorted({p for p in weak if weak.count(p) > 1})
+        require(
+            not duplicates,
+            f"task.weak_parents has duplicate offset(s) {', '.join(map(str, duplicates))}; "
+            "give each offset once",
+        )
+        return tuple(sorted(weak))
 
     @field_validator("parents")
     @classmethod
@@ -58,6 +78,21 @@ class MarkovConfig(TaskConfigBase):
         require(
             self.vocab_size ** len(self.parents) <= MAX_PARENT_CONTEXTS,
             f"task has {self.vocab_size}^{len(self.parents)} parent contexts; keep it <= 1e6",
+        )
+        outside = [p for p in self.weak_parents if p not in self.parents]
+        require(
+            not outside,
+            f"task.weak_parents {outside} are not among task.parents {list(self.parents)}",
+        )
+        require(
+            len(self.weak_parents) < len(self.parents),
+            f"task.weak_parents {list(self.weak_parents)} are all of task.parents; leave at least "
+            "one parent strong",
+        )
+        require(
+            bool(self.weak_parents) or self.weak_parent_prob == 1.0,
+            f"task.weak_parent_prob ({self.weak_parent_prob}) needs task.weak_parents; set them or "
+            "leave the probability at 1",
         )
         return self
 

@@ -12,6 +12,7 @@ from interp_icl.theory.estimators import (
     mean_nll,
     sgram_probs,
     unigram_probs,
+    weak_parent_posterior_probs,
 )
 
 
@@ -116,3 +117,52 @@ def test_bayes_predictor_equals_brute_force_posterior(parents, alpha, nodes):
     probs = dirichlet_posterior_probs(tokens, parents, 2, alpha)[0].numpy()
     expected = _brute_force_predictive(seq, parents, 2, alpha, nodes)
     np.testing.assert_allclose(probs, expected, atol=1e-6)
+
+
+# ----- weak-parent mixture oracle ----------------------------------------------------------------
+def test_weak_parent_posterior_reduces_to_one_component_at_the_ends():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 3, (3, 30), generator=g)
+    # q = 1: the all-parents posterior everywhere
+    q1 = weak_parent_posterior_probs(tokens, (1, 3), (3,), 3, 0.5, 1.0)
+    torch.testing.assert_close(q1, dirichlet_posterior_probs(tokens, (1, 3), 3, 0.5))
+    # q = 0: the strong-parents posterior, counting positions from max(parents) on
+    q0 = weak_parent_posterior_probs(tokens, (1, 3), (3,), 3, 0.5, 0.0)
+    strong = dirichlet_posterior_probs(tokens[:, 2:], (1,), 3, 0.5)  # drops x_0, x_1: l >= 3 - 1
+    torch.testing.assert_close(q0[:, 3:], strong[:, 1:])
+    assert torch.equal(q0[:, :3], torch.full_like(q0[:, :3], 1 / 3))
+
+
+def test_weak_parent_posterior_equals_monte_carlo_over_the_prior():
+    """p(x_t = k | x_<t) = E[pi(k | ctx_t) L(x_<t | pi)] / E[L(x_<t | pi)] over kernels pi drawn
+    from the prior with numpy (independent of the library's sampler); L counts t >= max(pa)."""
+    seq = [0, 1, 0, 0, 1, 0, 1]
+    parents, weak, q, d, n = (1, 2), (2,), 0.5, 2, 1_000_000
+    rng = np.random.default_rng(0)
+    full = rng.beta(1.0, 1.0, size=(n, 4))  # p(x = 0 | z), z = x_{t-1} + 2 x_{t-2}
+    strong = rng.beta(1.0, 1.0, size=(n, 2))  # p(x = 0 | x_{t-1})
+    uses_weak = rng.random(n) < q
+    p0 = np.where(uses_weak[:, None], full, strong[:, [0, 1, 0, 1]])  # [n, 4]
+    tokens = torch.tensor([seq])
+    probs = weak_parent_posterior_probs(tokens, parents, weak, d, 1.0, q)[0, :, 0].double().numpy()
+    # alternatives the Monte Carlo truth must reject: either pure component, and the strong
+    # posterior that also counts x_1 (drawn uniformly, not from the kernel)
+    wrong = {
+        "q=1": weak_parent_posterior_probs(tokens, parents, weak, d, 1.0, 1.0)[0, :, 0].double().numpy(),
+        "q=0": weak_parent_posterior_probs(tokens, parents, weak, d, 1.0, 0.0)[0, :, 0].double().numpy(),
+        "counts x_1": dirichlet_posterior_probs(tokens, (1,), d, 1.0)[0, :, 0].double().numpy(),
+    }
+    assert np.allclose(probs[:2], 0.5)
+    lik = np.ones(n)
+    z_scores, wrong_z = [], {k: 0.0 for k in wrong}
+    for t in range(2, len(seq)):
+        z = seq[t - 1] + 2 * seq[t - 2]
+        a = p0[:, z] * lik
+        ratio = a.mean() / lik.mean()
+        se = np.sqrt(np.var(a - ratio * lik) / n) / lik.mean()  # delta-method stderr of the ratio
+        z_scores.append(abs(probs[t] - ratio) / se)
+        for k, v in wrong.items():
+            wrong_z[k] = max(wrong_z[k], abs(v[t] - ratio) / se)
+        lik = lik * (p0[:, z] if seq[t] == 0 else 1 - p0[:, z])
+    assert max(z_scores) < 4.5, z_scores
+    assert min(wrong_z.values()) > 50, wrong_z  # the check has power

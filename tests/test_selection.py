@@ -5,7 +5,13 @@ import torch
 
 from interp_icl.config import TaskConfig
 from interp_icl.tasks.markov import MarkovTask
-from interp_icl.theory.selection import criteria_for_joint, estimate_selection, stationary_joint, window_subsets
+from interp_icl.theory.selection import (
+    criteria_for_joint,
+    estimate_selection,
+    selection_grid,
+    stationary_joint,
+    window_subsets,
+)
 
 
 def test_symmetric_binary_chain_closed_form():
@@ -61,3 +67,29 @@ def test_default_task_predictions_and_monte_carlo_convergence():
     ratio = small.table["stderr"] / big.table["stderr"]
     assert ratio.between(1.6, 2.5).all(), ratio.describe()  # stderr ~ 1/sqrt(n): 4x kernels, ~2x smaller
     assert window_subsets(3, 2) == [(1,), (2,), (3,), (1, 2), (1, 3), (2, 3)]
+
+
+def test_weak_parent_prior_moves_the_criteria_apart():
+    """Without the weak parent (q = 0) the chain has the strong parent only and both criteria
+    pick it; at q = 1 both pick the full set; at a small q the standard criterion (never lower
+    on a superset) takes the full set while the modified one keeps the strong parent."""
+    base = {"vocab_size": 3, "parents": (1, 2), "alpha": 1.0, "window": 3, "max_degree": 2, "weak_parents": (2,)}
+    settings = [{**base, "weak_parent_prob": q} for q in (0.0, 0.1, 1.0)]
+    grid = selection_grid(settings, n_kernels=400, seed=0)
+    assert grid["chi2_mi_best"].tolist() == ["{1}", "{1,2}", "{1,2}"]
+    assert grid["modified_chi2_mi_best"].tolist() == ["{1}", "{1}", "{1,2}"]
+    assert grid["agree"].tolist() == [True, False, True]
+    small_q = grid.iloc[1]
+    assert small_q["chi2_mi_runner_up"] != "{1,2}" and small_q["modified_chi2_mi_runner_up"] == "{1,2}"
+    assert small_q["modified_chi2_mi_gap"] > 4 * small_q["modified_chi2_mi_gap_stderr"]
+    assert grid.iloc[0]["weak_parents"] == "{2}" and grid.iloc[0]["weak_parent_prob"] == 0.0
+
+
+def test_theory_pass_uses_the_tasks_weak_parents():
+    from interp_icl.analysis.theory import theory
+
+    task = MarkovTask(TaskConfig(vocab_size=3, parents=(1, 3), alpha=1.0, seq_len=20,
+                                 weak_parents=(1,), weak_parent_prob=0.0))
+    summary = theory(task, n_kernels=100).summary
+    assert summary["predicted"]["chi2_mi"] == [3] and summary["predicted"]["modified_chi2_mi"] == [3]
+    assert summary["weak_parents"] == [1] and summary["weak_parent_prob"] == 0.0

@@ -91,3 +91,80 @@ def test_impossible_task_parameters_are_one_line_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match) as info:
         TaskConfig(**kwargs)
     assert "\n" not in str(info.value)
+
+
+# ----- weak parents ------------------------------------------------------------------------------
+def _rows_tied_across_weak_values(kernels, parents, weak, d):
+    """``[n]`` bool: every kernel row equals the row of the context with the weak parents' tokens
+    set to 0 (the kernel ignores the weak parents)."""
+    z = torch.arange(d ** len(parents))
+    base = z.clone()
+    for k, p in enumerate(parents):
+        if p in weak:
+            base -= (z // d**k) % d * d**k
+    return (kernels == kernels[:, base]).all(-1).all(-1)
+
+
+@pytest.mark.parametrize("parents,weak", [((1, 2), (2,)), ((1, 2), (1,)), ((1, 3), (1,))])
+def test_weak_parents_are_ignored_when_the_weak_component_is_off(parents, weak):
+    task = MarkovTask(TaskConfig(vocab_size=3, parents=parents, alpha=1.0, seq_len=10,
+                                 weak_parents=weak, weak_parent_prob=0.0))
+    kernels = task.sample(300, torch.Generator().manual_seed(0)).metadata["kernels"]
+    assert _rows_tied_across_weak_values(kernels, parents, weak, 3).all()
+    # the rows still differ across the strong parent's values
+    strong_only = _rows_tied_across_weak_values(kernels, parents, parents, 3)
+    assert not strong_only.any()
+
+
+def test_about_weak_parent_prob_of_the_kernels_use_the_weak_parent():
+    n, q = 2000, 0.5
+    task = MarkovTask(TaskConfig(vocab_size=3, parents=(1, 2), alpha=1.0, seq_len=10,
+                                 weak_parents=(2,), weak_parent_prob=q))
+    kernels = task.sample_kernels(n, torch.Generator().manual_seed(3))
+    tied = _rows_tied_across_weak_values(kernels, (1, 2), (2,), 3).double().mean()
+    assert abs(float(tied) - (1 - q)) < 4 * (q * (1 - q) / n) ** 0.5
+
+
+def test_default_markov_sampler_draws_exactly_as_before_weak_parents():
+    from interp_icl.theory.estimators import dirichlet_kernels
+
+    task = make_task(TaskConfig(seq_len=16))
+    g_task, g_old = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    kernels = task.sample_kernels(3, g_task)
+    assert torch.equal(kernels, dirichlet_kernels(3, 9, 3, 0.1, g_old))
+    assert torch.equal(g_task.get_state(), g_old.get_state())  # nothing extra drawn
+    # tokens of release 1 (main before weak parents) for this seed
+    tokens = task.sample(3, torch.Generator().manual_seed(11)).tokens.tolist()
+    assert tokens == [
+        [0, 0, 0, 2, 2, 0, 1, 1, 1, 1, 2, 0, 1, 1, 1, 1],
+        [1, 2, 0, 0, 2, 2, 0, 0, 2, 2, 0, 0, 2, 2, 2, 0],
+        [1, 1, 1, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 1, 1, 1],
+    ]
+    assert "weak_parents" not in task.describe()
+
+
+def test_weak_parent_task_uses_the_mixture_oracle_and_describes_itself():
+    from interp_icl.theory.estimators import weak_parent_posterior_probs
+
+    config = TaskConfig(vocab_size=3, parents=(1, 2), seq_len=30, weak_parents=(2,), weak_parent_prob=0.3)
+    task = MarkovTask(config)
+    batch = task.sample(4, torch.Generator().manual_seed(0))
+    expected = weak_parent_posterior_probs(batch.tokens, (1, 2), (2,), 3, 0.1, 0.3)
+    assert torch.equal(task.bayes_probs(batch), expected)
+    assert task.describe()["weak_parents"] == [2] and task.describe()["weak_parent_prob"] == 0.3
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"weak_parents": (3,)}, r"task.weak_parents \[3\] are not among task.parents"),
+        ({"weak_parents": (2, 1)}, "task.weak_parents .* are all of task.parents"),
+        ({"weak_parents": (2, 2)}, "task.weak_parents has duplicate"),
+        ({"weak_parent_prob": 0.5}, "task.weak_parent_prob .* needs task.weak_parents"),
+        ({"weak_parents": (2,), "weak_parent_prob": 1.5}, "task.weak_parent_prob"),
+    ],
+)
+def test_impossible_weak_parent_settings_are_one_line_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        TaskConfig(parents=(1, 2), **kwargs)
+    assert "\n" not in str(info.value)

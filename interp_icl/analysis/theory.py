@@ -2,7 +2,8 @@
 
 Wraps `interp_icl.theory.selection.estimate_selection` as a PassResult. The candidate sets are
 S ⊆ {1..W}, |S| <= D with W, D the window and degree the model's layout declares (the gih model's
-M and D), or where it declares none W = max(parents) + 1 and D = min(W, 3). The modified criterion is a **reconstruction** (the
+M and D), or where it declares none W = max(parents) + 1 and D = min(W, 3). Kernels follow the
+task's prior, weak parents included. The modified criterion is a **reconstruction** (the
 paper's exact formula could not be read) and is labelled so in the table and summary.
 """
 
@@ -30,7 +31,9 @@ def theory(task, model: nn.Module | None = None, n_kernels: int = 1000, seed: in
     require(hasattr(task, "parents") and hasattr(task, "sample_kernels"), "the theory pass needs a Markov task")
     window, degree = theory_window(model, tuple(task.parents))
     estimate = estimate_selection(
-        task.vocab_size, task.parents, task.alpha, window, degree, n_kernels=n_kernels, seed=seed
+        task.vocab_size, task.parents, task.alpha, window, degree, n_kernels=n_kernels, seed=seed,
+        weak_parents=getattr(task, "weak_parents", ()),
+        weak_parent_prob=getattr(task, "weak_parent_prob", 1.0),
     )
     table = estimate.table.rename(columns={"offsets": "unit", "criterion": "metric"})
     table["reconstruction"] = table["metric"] == "modified_chi2_mi"

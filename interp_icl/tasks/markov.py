@@ -4,6 +4,10 @@ For every sequence a fresh kernel is drawn: for each parent context z in [d]^|pa
 pi(.|z) ~ Dirichlet(alpha * 1_d). The first max(pa) tokens are uniform; then
 x_t ~ pi(.| x_{t-p_1}, ..., x_{t-p_k}). The model must infer pi in context.
 
+With weak parents (`MarkovConfig.weak_parents`) a kernel depends on them only with probability
+`weak_parent_prob`, else only on the strong parents; the Bayes oracle is then the exact posterior
+mixture of the two (`weak_parent_posterior_probs`).
+
 Metadata: ``kernels`` ``[batch, d^|pa|, d]`` with rows indexed by the context index
 z = sum_k x_{t-p_k} d^k (parents sorted ascending).
 """
@@ -17,10 +21,11 @@ from interp_icl.builtin_tasks import MarkovConfig
 from interp_icl.tasks.base import Batch
 from interp_icl.theory.estimators import (
     context_index,
-    dirichlet_kernels,
     dirichlet_posterior_probs,
+    markov_prior_kernels,
     sgram_probs,
     unigram_probs,
+    weak_parent_posterior_probs,
 )
 
 
@@ -29,6 +34,8 @@ class MarkovTask:
         self.config = config
         self.parents: tuple[int, ...] = config.parents
         self.alpha = float(config.alpha)
+        self.weak_parents: tuple[int, ...] = config.weak_parents
+        self.weak_parent_prob = float(config.weak_parent_prob)
 
     @property
     def vocab_size(self) -> int:
@@ -43,8 +50,12 @@ class MarkovTask:
         return self.vocab_size ** len(self.parents)
 
     def sample_kernels(self, n: int, generator: torch.Generator) -> Tensor:
-        """``[n, d^|pa|, d]`` float32 transition kernels, each row ~ Dirichlet(alpha)."""
-        return dirichlet_kernels(n, self.n_contexts, self.vocab_size, self.alpha, generator)
+        """``[n, d^|pa|, d]`` float32 transition kernels of the prior: rows ~ Dirichlet(alpha), or
+        with weak parents the mixture of `markov_prior_kernels`."""
+        return markov_prior_kernels(
+            n, self.vocab_size, self.parents, self.alpha, generator,
+            self.weak_parents, self.weak_parent_prob,
+        )
 
     def sample(self, n: int, generator: torch.Generator, seq_len: int | None = None) -> Batch:
         """Draw n sequences of `seq_len` tokens (default the config's); vectorised over n."""
@@ -77,6 +88,11 @@ class MarkovTask:
         return torch.where((z >= 0)[..., None], rows, uniform)
 
     def bayes_probs(self, batch: Batch) -> Tensor:
+        if self.weak_parents:
+            return weak_parent_posterior_probs(
+                batch.tokens, self.parents, self.weak_parents, self.vocab_size, self.alpha,
+                self.weak_parent_prob,
+            )
         return dirichlet_posterior_probs(batch.tokens, self.parents, self.vocab_size, self.alpha)
 
     def baselines(self, batch: Batch, beta: float) -> dict[str, Tensor]:
@@ -87,10 +103,14 @@ class MarkovTask:
         }
 
     def describe(self) -> dict[str, object]:
-        return {
+        description: dict[str, object] = {
             "task": "markov",
             "vocab_size": self.vocab_size,
             "parents": list(self.parents),
             "alpha": self.alpha,
             "seq_len": self.seq_len,
         }
+        if self.weak_parents:
+            description["weak_parents"] = list(self.weak_parents)
+            description["weak_parent_prob"] = self.weak_parent_prob
+        return description

@@ -12,6 +12,9 @@ mean (means equal to 9 significant digits count as equal and go to the smaller s
 Stationary law: the chain on states (x_{l-1}, ..., x_{l-K}), K = max(window, max parent), is made
 lazy ((I + P) / 2, same stationary law, aperiodic) and squared repeatedly in float64 (rows
 renormalised after each squaring) until it stops changing, at most 2^64 steps.
+
+Kernels come from `markov_prior_kernels` (weak parents included); `selection_grid` compares the
+two criteria's S* over a list of settings.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 from torch import Tensor
 
 from interp_icl.errors import require
-from interp_icl.theory.estimators import dirichlet_kernels
+from interp_icl.theory.estimators import markov_prior_kernels
 from interp_icl.seeding import seeded
 
 CRITERIA = ("chi2_mi", "modified_chi2_mi")
@@ -121,12 +124,15 @@ def estimate_selection(
     n_kernels: int = 2000,
     seed: int = 0,
     chunk: int = 500,
+    weak_parents: Sequence[int] = (),
+    weak_parent_prob: float = 1.0,
 ) -> SelectionEstimate:
     """Estimate both criteria over `n_kernels` kernels of the Markov prior (d = `vocab_size`,
-    parent offsets `parents`, Dirichlet(`alpha`) rows) drawn with `seed`."""
+    parent offsets `parents`, Dirichlet(`alpha`) rows; `weak_parents` used with probability
+    `weak_parent_prob`, `markov_prior_kernels`) drawn with `seed`."""
     require(window >= 1 and max_degree >= 1, f"window and max_degree must be >= 1, got {window}, {max_degree}")
     require(n_kernels >= 2, f"n_kernels must be >= 2, got {n_kernels}")
-    parents = tuple(parents)
+    parents, weak_parents = tuple(parents), tuple(sorted(weak_parents))
     subsets = window_subsets(window, max_degree)
     n_lags = max(window, max(parents))
     generator = seeded(seed)
@@ -134,7 +140,9 @@ def estimate_selection(
     n_states = vocab_size**n_lags
     chunk = max(1, min(chunk, 4_000_000 // n_states**2))  # transition matrices of a chunk <= ~100 MB
     for start in range(0, n_kernels, chunk):
-        kernels = dirichlet_kernels(min(chunk, n_kernels - start), vocab_size ** len(parents), vocab_size, alpha, generator)
+        kernels = markov_prior_kernels(
+            min(chunk, n_kernels - start), vocab_size, parents, alpha, generator, weak_parents, weak_parent_prob
+        )
         joint = stationary_joint(kernels, parents, vocab_size, n_lags)
         for s in subsets:
             for c, v in criteria_for_joint(joint, s).items():
@@ -156,7 +164,7 @@ def estimate_selection(
             if s == best or float(diff.mean()) <= 2 * diff_se + 1e-12:
                 tied[c].append(s)
             rows.append({
-                "offsets": "{" + ",".join(map(str, s)) + "}",
+                "offsets": _label(s),
                 "size": len(s),
                 "criterion": c,
                 "mean": means[s],
@@ -174,4 +182,44 @@ def estimate_selection(
         "n_kernels": n_kernels,
         "seed": seed,
     }
+    if weak_parents:
+        settings["weak_parents"] = list(weak_parents)
+        settings["weak_parent_prob"] = weak_parent_prob
     return SelectionEstimate(pd.DataFrame(rows), predicted, tied, settings)
+
+
+def selection_grid(settings: list[dict], n_kernels: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """`estimate_selection` for every setting (a dict of its keyword arguments: vocab_size,
+    parents, alpha, window, max_degree and optionally weak_parents, weak_parent_prob), each with
+    `n_kernels` kernels drawn with `seed`.
+
+    One row per setting: the setting's values (offset sets as strings like "{1,2}"), then per
+    criterion c: c_best (S*), c_mean and c_stderr (of S*), c_runner_up (the best other set),
+    c_gap and c_gap_stderr (paired per-kernel mean of S* minus runner-up, and its stderr);
+    and agree (both criteria predict the same S*).
+    """
+    rows = []
+    for setting in settings:
+        estimate = estimate_selection(**setting, n_kernels=n_kernels, seed=seed)
+        row = {k: _label(v) if isinstance(v, (tuple, list)) else v for k, v in setting.items()}
+        for c in CRITERIA:
+            table = estimate.table[estimate.table["criterion"] == c]
+            best_label = _label(estimate.predicted[c])
+            best = table[table["offsets"] == best_label].iloc[0]
+            others = table[table["offsets"] != best_label]
+            runner = others.loc[others["mean"].idxmax()]
+            row.update({
+                f"{c}_best": best_label,
+                f"{c}_mean": best["mean"],
+                f"{c}_stderr": best["stderr"],
+                f"{c}_runner_up": runner["offsets"],
+                f"{c}_gap": runner["gap_to_best"],
+                f"{c}_gap_stderr": runner["gap_stderr"],
+            })
+        row["agree"] = estimate.predicted["chi2_mi"] == estimate.predicted["modified_chi2_mi"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _label(offsets: Sequence[int]) -> str:
+    return "{" + ",".join(map(str, offsets)) + "}"
