@@ -3,6 +3,12 @@
 Usage (after `interp-icl train --preset paper-gih`):
 
     python analyses/paper_gih_setting.py runs/paper-gih [--n-eval 20000] [--json out.json]
+    python analyses/paper_gih_setting.py runs/paper-gih --scan-a
+
+``--scan-a`` also evaluates the hand-set limit model of the run's task
+(`interp_icl.models.handmade_gih.gih_for_parents`: sharp copiers on the parents, p_{S*} = 1) at
+a = 1, 2, ..., 12 on the same sequences and prints the last-token loss at each (floor convention
+and seen targets only), and the best a.
 
 Reports, on a fresh held-out set of sequences (seeded, independent of training and of the run's
 own evaluation set):
@@ -90,13 +96,35 @@ def evaluate(run_path: str, n_eval: int, seed: int = 12345) -> dict[str, object]
     }
 
 
+def scan_a(run_path: str, n_eval: int, seed: int = 12345, values: tuple[float, ...] = tuple(range(1, 13))) -> list[dict]:
+    """Last-token loss of the hand-set limit model at each a in `values`, on the sequences
+    `evaluate` uses."""
+    from interp_icl.models.handmade_gih import gih_for_parents
+
+    task = load_run(run_path).task
+    batch = task.sample(n_eval, generator(seed, "paper-gih-analysis"))
+    tokens, target = batch.tokens, batch.tokens[:, -1]
+    seen = (tokens[:, :-1] == target[:, None]).any(dim=1)
+    rows = []
+    for a in values:
+        model = gih_for_parents(task.config.parents, task.vocab_size, task.seq_len, window=3, a=float(a))
+        with torch.no_grad():
+            p = model.forward_last(tokens).double().gather(-1, target[:, None])[:, 0]
+        nll = -p.clamp_min(PROB_FLOOR).log()
+        rows.append({"a": float(a), "loss_last": float(nll.mean()), "loss_last_seen": float(nll[seen].mean())})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run directory of a gih run, e.g. runs/paper-gih")
     parser.add_argument("--n-eval", type=int, default=20_000)
     parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--scan-a", action="store_true", help="also scan a of the hand-set limit model")
     args = parser.parse_args(argv)
     out = evaluate(args.run, args.n_eval)
+    if args.scan_a:
+        out["hand_set_scan"] = scan_a(args.run, args.n_eval)
     heads = ", ".join(f"head {h}: offset {o} ({m:.3f})" for h, (o, m) in enumerate(out["head_offsets"]))
     print(f"{out['run']} at step {out['step']}, {out['n_eval']} fresh sequences")
     print(f"layer-1 heads: {heads}")
@@ -113,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         f"on sequences whose target occurs in the context: model {out['loss_last_seen']:.4f}, "
         f"Bayes {out['bayes_loss_last_seen']:.4f}; model/Bayes = {out['ratio_to_bayes_seen']:.4f}"
     )
+    if args.scan_a:
+        scan = out["hand_set_scan"]
+        print("hand-set limit model (sharp copiers on the parents, p_S* = 1), last-token loss by a:")
+        for row in scan:
+            print(f"  a = {row['a']:4.1f}: {row['loss_last']:.4f} (seen targets {row['loss_last_seen']:.4f})")
+        best = min(scan, key=lambda r: r["loss_last"])
+        best_seen = min(scan, key=lambda r: r["loss_last_seen"])
+        print(f"best a: {best['a']:.0f} ({best['loss_last']:.4f}); on seen targets {best_seen['a']:.0f} ({best_seen['loss_last_seen']:.4f})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

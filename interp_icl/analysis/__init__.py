@@ -5,7 +5,7 @@ copier       layer-1 heads: attention mass per offset, causal check, copied offs
 selector     which offsets the layer-2 query/key features depend on; gih p_S
 classifier   layer-2 attention vs parent matches, effective inverse temperature, closest strategy
 head_scores  previous-token / duplicate / induction scores (TransformerLens conventions), OV, K-comp
-theory       χ²-MI and the reconstructed modified criterion over the task prior
+theory       χ²-MI and the modified criterion (authors' reference code) over the task prior
 pipeline     all passes on one model; dynamics: the order roles form in, over checkpoints
 
 Nothing here touches the file system: `interp_icl.runs` analyses a run's checkpoints.

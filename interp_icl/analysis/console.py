@@ -68,7 +68,7 @@ def theory_table(analysis: Analysis) -> Table:
     table = Table(title="theory: selection criteria (mean ± stderr over prior kernels)")
     table.add_column("S")
     table.add_column("χ²-MI", justify="right")
-    table.add_column("modified χ²-MI (reconstruction)", justify="right")
+    table.add_column("modified χ²-MI", justify="right")
     for unit in frame["unit"].unique():
         cells = []
         for metric in ("chi2_mi", "modified_chi2_mi"):

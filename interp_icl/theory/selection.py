@@ -3,7 +3,9 @@
 For a kernel π of the Markov task let μ be the stationary joint law of (x_l, x_{l-S}) — the next
 token e = x_l and its context z = (x_{l-s})_{s∈S}. Two criteria per offset set S:
   * standard χ²-MI:    I(S) = Σ_z μ(z) (Σ_e μ(e|z)² / μ(e) - 1) = Σ_{z,e} μ(z,e)² / (μ(z) μ(e)) - 1;
-  * modified (**reconstruction** — the paper's exact formula could not be read, REFERENCE §1):
+  * modified (the criterion of the authors' reference code: gszfwsb/Unveiling-Induction-Heads,
+    ``RPE/utils.py`` ``chi_square_mutual_info(joint, power)`` with power 2, as called in
+    ``RPE/analyze_dataset.py``; REFERENCE §1):
                        Ĩ(S) = Σ_z μ(z)² (Σ_e μ(e|z)² / μ(e) - 1) = Σ_{z,e} μ(z,e)² / μ(e) - Σ_z μ(z)².
 Both are averaged over kernels drawn from the task's prior (Monte Carlo, mean ± stderr over
 kernels), for every S ⊆ {1..window} with 1 <= |S| <= max_degree. The predicted S* maximises the
@@ -35,7 +37,7 @@ from interp_icl.seeding import seeded
 CRITERIA = ("chi2_mi", "modified_chi2_mi")
 CRITERION_LABELS = {
     "chi2_mi": "standard χ²-mutual information",
-    "modified_chi2_mi": "modified χ²-mutual information (reconstruction, REFERENCE §1)",
+    "modified_chi2_mi": "modified χ²-mutual information (authors' reference code: RPE/utils.py chi_square_mutual_info, power 2)",
 }
 MAX_STATES = 4096
 SQUARINGS = 64

@@ -194,7 +194,8 @@ def _verdict_section(page: ReportPage, final, roles: dict | None, order: dict | 
         "Role experiments: causal checks of <code>interp-icl patch --roles</code> "
         f"({roles['summary']['n_sequences'] if roles else '–'} sequences, seed 0; thresholds in "
         "docs/patching.md). The modified "
-        "χ²-mutual information is a <em>reconstruction</em> (REFERENCE §1).</p>"
+        "χ²-mutual information is the criterion of the authors' reference code "
+        "(<code>RPE/utils.py</code> <code>chi_square_mutual_info</code>, power 2; REFERENCE §1).</p>"
     )
     return _table(["quantity", "model", "truth", "agrees"], rows, raw_last=True) + note
 
