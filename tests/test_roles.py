@@ -2,19 +2,26 @@
 wrong, closed forms for the replacement patterns, and the trained paper setting."""
 
 import json
+import math
 
 import pytest
 import torch
 
 from interp_icl.config import TaskConfig, with_overrides
 from interp_icl.errors import InterpICLError
+from interp_icl.models import PROB_FLOOR
 from interp_icl.models.handmade_gih import gih_for_parents
 from interp_icl.models.handmade_standard import induction_circuit
 from interp_icl.runs import run_roles
 from interp_icl.patching.paths import destination_inputs
 from interp_icl.patching.roles import (
+    FITTED_RECOVERY,
+    classifier_role,
     copier_role,
     first_target,
+    fit_pattern,
+    fitted_pattern_nll,
+    pattern_recovery,
     replace,
     replacement_patterns,
     role_experiments,
@@ -69,6 +76,11 @@ def test_handmade_gih_gives_the_known_verdicts(parents, distractor_offset):
     assert selector["interchange_accuracy"] >= 0.95 and selector["interchange_pairs"] >= 50
     assert classifier["ideal_sufficient"] and classifier["uniform_necessary"]
     assert classifier["fitted_inverse_temperature"]["L1H0"] == pytest.approx(10.0, rel=0.05)
+    # the fitted family holds the model's own pattern (b = 0), so the fit does at least as well:
+    # on Markov data it smooths more than a = 10 does (a ~ 5, the add-alpha optimum), b stays ~0
+    assert classifier["fitted_sufficient"] and classifier["fitted_recovery"] >= FITTED_RECOVERY
+    assert classifier["fitted_recovery"] >= 1.0
+    assert abs(classifier["fitted_b"]["L1H0"]) < 0.1 * classifier["fitted_a"]["L1H0"]
 
 
 def test_verdicts_fail_when_the_model_selects_a_non_parent():
@@ -202,3 +214,61 @@ def test_roles_cli_writes_outputs_and_rejects_bad_input(tmp_path):
         and "Traceback" not in bad.stderr
     )
     assert not (repeated / "patching").exists()
+
+
+def sample_from_pattern(parents, a, b, n, seq, t0, vocab=3, seed=0):
+    """``[n, seq]`` tokens drawn from x_t ~ sum_l w_l onehot(x_l), w = softmax over keys l <= t-1
+    of a * 1[all parents match] + b * 1[some but not all match] (keys l >= max(pa) only);
+    tokens before t0 uniform. Written without the library's match helpers."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, vocab, (n, seq), generator=g)
+    first = max(parents)
+    for t in range(t0, seq):
+        keys = torch.arange(first, t)
+        count = sum((x[:, t - d, None] == x[:, keys - d]).long() for d in parents)  # [n, K]
+        score = torch.zeros(n, t, dtype=torch.float64)
+        score[:, first:] = a * (count == len(parents)) + b * ((count > 0) & (count < len(parents)))
+        w = torch.softmax(score, -1)
+        probs = (w[..., None] * torch.nn.functional.one_hot(x[:, :t], vocab)).sum(1)
+        x[:, t] = torch.multinomial(probs.float(), 1, generator=g)[:, 0]
+    return x
+
+
+@pytest.mark.parametrize("a_true,b_true", [(5.0, 0.0), (3.0, 1.5)])
+def test_fit_recovers_a_known_pattern(a_true, b_true):
+    # the gih model's output is its layer-2 pattern times the one-hot tokens, so on tokens drawn
+    # from softmax(a full + b partial) the fitted pattern is the maximum-likelihood (a, b)
+    # (a much sharper truth, e.g. a = 10, leaves too few off-match targets to pin a down)
+    model = gih_for_parents((1, 2), 3, 61, window=3, a=5.0)
+    t0 = first_target(model, (1, 2))
+    tokens = sample_from_pattern((1, 2), a_true, b_true, 512, 61, t0)
+    a, b = fit_pattern(model, tokens, (1, 2), [7.0], t0)
+    assert float(a[0]) == pytest.approx(a_true, abs=0.5) and float(b[0]) == pytest.approx(b_true, abs=0.2)
+    if b_true == 0.0:  # the data come from the model itself: the fit recovers all of its gain
+        summary = classifier_role(model, tokens, (1, 2), beta=0.1).summary
+        assert summary["fitted_recovery"] == pytest.approx(1.0, abs=0.02)
+        assert summary["fitted_sufficient"] and summary["holds"], summary["failed_checks"]
+
+
+def test_uniform_pattern_recovers_nothing():
+    # a = b = 0 is the uniform pattern (gih: the beta = 0 unigram estimator): recovery 0
+    model = gih_for_parents((1, 2), 3, SEQ_LEN, window=3, a=10.0)
+    tokens, _ = markov_tokens((1, 2), n=16)
+    t0 = first_target(model, (1, 2))
+    zero = torch.zeros(1, dtype=torch.float64)
+    with torch.no_grad():
+        uniform = fitted_pattern_nll(model, tokens, (1, 2), zero, zero, t0)
+        model_loss = float(fitted_pattern_nll(model, tokens, (1, 2), zero + 10.0, zero, t0).mean())
+    probs = unigram_probs(tokens, 3, beta=0.0)[:, t0:]
+    target = probs.gather(-1, tokens[:, t0:, None])[..., 0].double().clamp_min(PROB_FLOOR)
+    expected = -torch.log(target).mean(-1)
+    torch.testing.assert_close(uniform, expected, atol=1e-5, rtol=0)
+    assert pattern_recovery(float(uniform.mean()), float(uniform.mean()), model_loss) == 0.0
+    # a model forced uniform (a = 0) has no gain over uniform attention: the check fails
+    with torch.no_grad():
+        model.a.fill_(0.0)
+    summary = classifier_role(model, markov_tokens((1, 2), n=64)[0], (1, 2), beta=0.1).summary
+    assert not summary["fitted_sufficient"] and not summary["holds"]
+    held_out = summary["held_out_loss"]
+    assert held_out["model"] == pytest.approx(held_out["uniform pattern"], abs=1e-6)
+    assert math.isnan(summary["fitted_recovery"]) and "not resolved" in summary["failed_checks"][0]

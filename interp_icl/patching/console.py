@@ -46,7 +46,10 @@ def verdict_table(report, title: str) -> Table:
             for d, o in s["offsets"].items()
             if o["kind"] == "non-parent"
         ),
-        "classifier": f"loss: model {_num(k['loss']['model'])}, ideal pattern {_num(k['loss']['ideal pattern'])}, "
+        "classifier": f"fitted pattern recovers {_num(k['fitted_recovery'])} of the model's held-out "
+        f"gain over uniform (held-out loss model {_num(k['held_out_loss']['model'])}, fitted "
+        f"{_num(k['held_out_loss']['fitted pattern'])}, uniform {_num(k['held_out_loss']['uniform pattern'])}); "
+        f"loss: model {_num(k['loss']['model'])}, ideal pattern {_num(k['loss']['ideal pattern'])}, "
         f"uniform {_num(k['loss']['uniform pattern'])}; {set_label(k['parents'])}-gram "
         f"{_num(k['loss']['pa-gram estimator'])}, unigram {_num(k['loss']['unigram estimator'])}",
     }
@@ -121,4 +124,13 @@ def role_tables(report) -> list[Table]:
     classifier.add_column("loss", justify="right")
     for unit, value in k["loss"].items():
         classifier.add_row(unit, _num(value, 4))
+    for unit, value in k["held_out_loss"].items():
+        classifier.add_row(f"{unit} (held-out half)", _num(value, 4))
+    for unit in k["fitted_a"]:
+        classifier.add_row(
+            f"{unit} fitted a, b", f"{_num(k['fitted_a'][unit], 2)}, {_num(k['fitted_b'][unit], 2)}"
+        )
+    classifier.add_row(
+        f"fitted recovery (needs {k['thresholds']['fitted_recovery']})", _num(k["fitted_recovery"])
+    )
     return [copier, paths, selector, classifier]

@@ -32,6 +32,7 @@ from interp_icl.runs.loading import load_run
 PATCH_KIND = "patch"
 ROLES_KIND = "roles"
 STORE_VERSION = 1
+ROLES_STORE_VERSION = 2  # 2: the classifier role's fitted-pattern check
 
 
 @dataclass
@@ -171,7 +172,7 @@ def run_roles(
         report = RolesReport(Path(run_dir), chosen, n_sequences, seed, results, rundir.package_versions())
         return report.table, plain(report.summary())
 
-    key = {"version": STORE_VERSION, "n_sequences": n_sequences, "seed": seed}
+    key = {"version": ROLES_STORE_VERSION, "n_sequences": n_sequences, "seed": seed}
     stored = store.fetch(Path(run_dir), ROLES_KIND, chosen, key, compute, use_stored=use_stored)
     results = roles_from_table(stored.table, stored.summary)
     return RolesReport(Path(run_dir), chosen, n_sequences, seed, results, stored.summary["versions"])

@@ -108,6 +108,12 @@ def _roles(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
     evidence = {
         "role.selector.interchange_accuracy": selector.get("interchange_accuracy"),
         "role.selector.max_non_parent_query_change": max(non_parent) if non_parent else None,
+        "role.classifier.fitted_recovery": classifier.get("fitted_recovery"),
+        "role.classifier.fitted_ab": (
+            json.dumps({u: [a, classifier["fitted_b"][u]] for u, a in classifier["fitted_a"].items()})
+            if "fitted_a" in classifier
+            else None
+        ),
         "role.classifier.ideal_loss_rise": classifier.get("ideal_loss_rise"),
         "role.classifier.uniform_loss_rise": classifier.get("uniform_loss_rise"),
         "role.copier.parents_copied": len(summary["copier"].get("parents_copied") or []),
