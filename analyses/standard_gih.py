@@ -55,7 +55,7 @@ ROLE_VERDICTS = ("role.copier", "role.selector", "role.classifier")
 
 def quick(spec: dict) -> dict:
     spec = _study.quick_spec(spec, seeds=[0], config=QUICK, axes={"task.parents": [[1, 2]], "task.vocab_size": [3]})
-    spec["analysis"] = {"n_sequences": 32, "n_kernels": 50}
+    spec["analysis"] = {**spec["analysis"], "n_sequences": 32}
     spec["roles"] = {"n_sequences": 32}
     return spec
 

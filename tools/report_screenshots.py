@@ -1,6 +1,9 @@
 """Screenshots of a report's sections for the documentation (docs/img/report-<section>.png).
 
-    python tools/report_screenshots.py runs/quickstart/report.html docs/img
+    python tools/report_screenshots.py runs/quickstart/report.html docs/img [SECTION ...]
+    python tools/report_screenshots.py --prefix NAME PAGE.html docs/img SECTION ...
+
+Saves docs/img/<prefix>-<section>.png (prefix "report" by default) for each section id.
 
 Needs Debian's Chromium (/usr/bin/chromium) and playwright (the `test` extra). Opens the report
 offline, waits until every plotly figure has drawn, and saves one PNG per <section>.
@@ -15,7 +18,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 
-def main(report: Path, out_dir: Path, sections: list[str]) -> None:
+def main(report: Path, out_dir: Path, sections: list[str], prefix: str = "report") -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         sys.exit("error: no chromium on PATH (apt-get install chromium)")
@@ -32,14 +35,18 @@ def main(report: Path, out_dir: Path, sections: list[str]) -> None:
             ".every(e => e.querySelector('.main-svg'))"
         )
         for section in sections:
-            target = out_dir / f"report-{section}.png"
+            target = out_dir / f"{prefix}-{section}.png"
             page.locator(f"section#{section}").screenshot(path=str(target))
             print(target)
         browser.close()
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
+    args = sys.argv[1:]
+    prefix = "report"
+    if args[:1] == ["--prefix"] and len(args) > 1:
+        prefix, args = args[1], args[2:]
+    if len(args) < 2:
         sys.exit(__doc__)
-    chosen = sys.argv[3:] or ["verdicts", "dynamics", "layers"]
-    main(Path(sys.argv[1]), Path(sys.argv[2]), chosen)
+    chosen = args[2:] or ["verdicts", "dynamics", "layers"]
+    main(Path(args[0]), Path(args[1]), chosen, prefix)

@@ -81,7 +81,8 @@ def _analysis(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
     from interp_icl.analysis.result import set_text
     from interp_icl.runs import analyze_checkpoint
 
-    settings = AnalysisSettings(n_sequences=spec.analysis.n_sequences, n_kernels=spec.analysis.n_kernels)
+    settings = AnalysisSettings(passes=tuple(spec.analysis.passes), n_sequences=spec.analysis.n_sequences,
+                                n_kernels=spec.analysis.n_kernels)
     headline = analyze_checkpoint(run_dir, "last", settings).headline()
     out: dict[str, Any] = {}
     if "selected_offsets" in headline:

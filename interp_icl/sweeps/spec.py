@@ -44,10 +44,14 @@ class _Strict(BaseModel):
 
 
 class AnalysisSizes(_Strict):
-    """Sequences and prior kernels of the analysis passes in each cell."""
+    """Sequences and prior kernels of the analysis passes in each cell, and which passes the
+    ``analyze`` step runs (all by default; the theory pass's cost grows as d^(2·window))."""
 
     n_sequences: int = Field(256, ge=2)
     n_kernels: int = Field(1000, ge=2)
+    passes: list[Literal["copier", "selector", "classifier", "head_scores", "theory"]] = Field(
+        default_factory=lambda: ["copier", "selector", "classifier", "head_scores", "theory"], min_length=1
+    )
 
 
 class RoleSizes(_Strict):

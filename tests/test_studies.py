@@ -1,0 +1,76 @@
+"""The population studies of analyses/ in their --quick modes: their mechanics (cells run through
+`interp-icl sweep`, every measurement, verdict and fit reported, the page written), never their
+scientific answer (that is for the full runs, docs/selection_phase_diagram.md and
+docs/standard_gih.md)."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ANALYSES = Path(__file__).parents[1] / "analyses"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_study", ANALYSES / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local 2-CPU Ray instance for the module; the studies' sweeps use it."""
+    import ray
+
+    from interp_icl.sweeps.driver import start_local_ray
+
+    start_local_ray(2)
+    yield
+    ray.shutdown()
+
+
+def test_selection_phase_diagram_quick_mode_measures_every_cell(tmp_path):
+    script = load_script("selection_phase_diagram")
+    summary = script.main(["--quick", "--out", str(tmp_path)])
+    committed = json.loads((ANALYSES / "sweeps" / "selection_phase_diagram.json").read_text())
+    n_settings = script.QUICK_SETTINGS * len(committed["axes"]["model.rpe_noise"])  # x inits, 1 seed
+    results = pd.read_csv(tmp_path / "sweep" / "results.csv")
+    assert len(results) == n_settings and set(results["status"]) == {"done"}
+    assert json.loads((tmp_path / "spec.json").read_text())["seeds"] == [0]
+    assert summary["n_runs"] == n_settings and len(summary["agreement"]) == n_settings
+    theory = pd.DataFrame(summary["theory"])
+    assert len(theory) == script.QUICK_SETTINGS
+    for criterion in ("chi2_mi", "modified_chi2_mi"):
+        assert theory[f"{criterion}.S*"].str.match(r"^\{[\d,]+\}$").all()
+        assert (theory[f"{criterion}.stderr"] > 0).all() and (theory[f"{criterion}.gap"] >= 0).all()
+    runs = pd.read_csv(tmp_path / "selection_phase_diagram_data" / "runs.csv")
+    assert len(runs) == n_settings and set(runs["init"]) == {"reference", "non-aligned"}
+    assert runs["p_top"].between(0, 1).all() and runs["loss_bayes"].gt(0).all()
+    assert runs["trained_S*"].str.match(r"^(\{[\d,]+\}|∅)$").all()
+    verdicts = pd.DataFrame(summary["verdicts"])
+    assert len(verdicts) == 4 and verdicts["runs predicted"].str.endswith(f"of {n_settings}").all()
+    assert (tmp_path / "selection_phase_diagram.html").read_text().count("<section") == 5
+
+
+def test_standard_gih_quick_mode_derives_the_selector_threshold_from_its_null(tmp_path):
+    script = load_script("standard_gih")
+    summary = script.main(["--quick", "--out", str(tmp_path)])
+    results = pd.read_csv(tmp_path / "sweep" / "results.csv")
+    assert sorted(results["model.n_layers"]) == [1, 2] and set(results["status"]) == {"done"}
+    two = results[results["model.n_layers"] == 2].iloc[0]
+    for column in ("role.copier", "role.selector", "role.classifier"):  # decided on a 2-layer model
+        assert not pd.isna(two[column]), column
+    for column in ("role.classifier.fitted_recovery", "role.classifier.fitted_ab", "dynamics.order",
+                   "dynamics.half_rise.copier"):  # may be undetermined after 40 steps
+        assert column in results.columns, column
+    assert pd.isna(results.loc[results["model.n_layers"] == 1, "role.copier"]).all()  # no circuit
+    null = summary["selector_null"]
+    assert null["n"] == 1 and null["quantile"] == 0.95 and math.isfinite(null["threshold"])
+    settings = pd.DataFrame(summary["settings"])
+    assert len(settings) == 2 and "selector (null threshold)" in settings.columns
+    assert settings.loc[settings["layers"] == 2, "selector (null threshold)"].str.match(r"^\d/1 \[").all()
+    assert (tmp_path / "standard_gih.html").exists() and (tmp_path / "standard_gih_data" / "selector_null.csv").exists()
