@@ -54,8 +54,11 @@ class GIHFamilyConfig(FamilyConfigBase):
     layer-1 window M = `window` (relative offsets 1..M), H = `n_heads` layer-1 heads, head subsets
     of size <= D = `max_degree` (0..n_heads). Initialisation (the reference code's): head h's
     position logits are `w_plus` at offset h+1 and `w_minus` elsewhere, every subset weight
-    c_S = `c_init` (> 0; only c_S^2 matters), the layer-2 scale a = `a_init`. Staged training may
-    train the parameter groups rpe, ffn and a."""
+    c_S = `c_init` (> 0; only c_S^2 matters), the layer-2 scale a = `a_init`. `rpe_noise` > 0 adds
+    N(0, rpe_noise^2) to every position logit, drawn from the run seed (not in the reference code:
+    with w_plus = w_minus it gives a non-aligned start whose heads are not all equal; identical
+    heads stay identical under gradient descent). Staged training may train the parameter groups
+    rpe, ffn and a."""
 
     family: Literal["gih"] = "gih"
     n_heads: int = Field(2, ge=1)
@@ -65,6 +68,7 @@ class GIHFamilyConfig(FamilyConfigBase):
     w_minus: float = 0.1
     c_init: float = Field(0.01, gt=0)  # p_S = c_S^2 / sum c^2: 0 would give 0/0
     a_init: float = 0.01
+    rpe_noise: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _fits(self) -> GIHFamilyConfig:

@@ -55,6 +55,7 @@ from transformer_lens.hook_points import HookPoint
 
 from interp_icl.builtin_families import GIHFamilyConfig
 from interp_icl.models.common import check_tokens
+from interp_icl.seeding import generator
 
 _NORM_EPS = 1e-6
 MAX_CODES = 4096  # largest (d+1)^M for which forward_last uses the window-code kernel
@@ -75,6 +76,8 @@ class GIHConfig:
     w_minus: float = 0.1
     c_init: float = 0.01
     a_init: float = 0.01
+    rpe_noise: float = 0.0
+    seed: int = 0
     # the layout analysis code reads (`interp_icl.models.layout`); window and max_degree above too
     output: ClassVar[str] = "probs"
     target_offset: ClassVar[int] = 0
@@ -156,12 +159,16 @@ class GIHModel(HookedRootModule):
     # ----- parameters -------------------------------------------------------------------------
     def reset_parameters(self) -> None:
         """The reference code's initialisation: head h prefers offset h+1 (w_plus there,
-        w_minus elsewhere), every c_S = c_init, a = a_init."""
+        w_minus elsewhere), every c_S = c_init, a = a_init; then N(0, rpe_noise^2) added to every
+        position logit (drawn with `cfg.seed`; nothing is drawn when rpe_noise is 0)."""
         cfg = self.cfg
         with torch.no_grad():
             w = torch.full((cfg.n_heads, cfg.window), cfg.w_minus)
             for h in range(min(cfg.n_heads, cfg.window)):
                 w[h, h] = cfg.w_plus
+            if cfg.rpe_noise > 0:
+                noise = torch.randn(w.shape, generator=generator(cfg.seed, "gih-rpe-init"))
+                w = w + cfg.rpe_noise * noise
             self.w_rpe.copy_(w)
             self.c.fill_(cfg.c_init)
             self.a.fill_(cfg.a_init)
@@ -358,7 +365,8 @@ def _unit(v: Tensor) -> Tensor:
 
 
 def build_gih(model: GIHFamilyConfig, d_vocab: int, n_ctx: int, seed: int) -> GIHModel:
-    """The registered build function of the gih family (its initialisation uses no seed)."""
+    """The registered build function of the gih family (the seed draws only the optional RPE
+    noise; the reference initialisation is deterministic)."""
     cfg = GIHConfig(
         d_vocab=d_vocab,
         n_ctx=n_ctx,
@@ -369,5 +377,7 @@ def build_gih(model: GIHFamilyConfig, d_vocab: int, n_ctx: int, seed: int) -> GI
         w_minus=model.w_minus,
         c_init=model.c_init,
         a_init=model.a_init,
+        rpe_noise=model.rpe_noise,
+        seed=seed,
     )
     return GIHModel(cfg)

@@ -62,6 +62,8 @@ def _steps(cell: Cell, spec: SweepSpec, run_dir: Path) -> dict[str, Any]:
         out.update(_roles(run_dir, spec))
     if "patch" in spec.do:
         out.update(_patch(run_dir, spec))
+    if "dynamics" in spec.do:
+        out.update(_dynamics(run_dir, spec))
     return out
 
 
@@ -126,6 +128,32 @@ def _patch(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
         top = table.loc[table["effect"].abs().idxmax()]
         best = max(best, (abs(float(top["effect"])), _unit(top)))
     return {"patch.max_abs_effect": best[0], "patch.top_unit": best[1]}
+
+
+def _dynamics(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
+    """The half-rise step of each role's curve over every checkpoint and their order
+    (`interp_icl.analysis.dynamics.stage_order`): ``dynamics.half_rise.<role>``,
+    ``dynamics.order`` ("selector<classifier<copier"; "=" joins roles that rise at the same
+    checkpoint) and ``verdict.stage_order_matches_paper`` (None when undetermined)."""
+    from interp_icl.analysis.dynamics import stage_order
+    from interp_icl.analysis.pipeline import AnalysisSettings
+    from interp_icl.runs import dynamics
+
+    settings = AnalysisSettings(passes=("copier", "selector", "classifier"), n_sequences=spec.analysis.n_sequences)
+    table, analyses = dynamics(run_dir, "all", settings)
+    final = analyses[max(analyses)]
+    if any("skipped" in result.summary for result in final.results.values()):
+        return {"dynamics.order": None}  # no two-layer circuit (a 1-layer model)
+    order = stage_order(table, final)
+    halves = order["half_rise_step"]
+    out: dict[str, Any] = {f"dynamics.half_rise.{role}": step for role, step in halves.items()}
+    known = sorted((step, role) for role, step in halves.items() if step is not None)
+    text = ""
+    for i, (step, role) in enumerate(known):
+        text += ("" if i == 0 else ("=" if step == known[i - 1][0] else "<")) + role
+    out["dynamics.order"] = text or None
+    out["verdict.stage_order_matches_paper"] = order["matches_paper_order"]
+    return out
 
 
 def _unit(row) -> str:

@@ -12,8 +12,10 @@
   vary together (equal lengths, one setting per position);
 * ``seeds``: every setting runs once per seed (``seed`` of the run config);
 * ``do``: ``train`` (always first), then any of ``analyze`` (the analysis passes), ``roles`` (the
-  role experiments), ``patch`` (the default z-by-position patching sweep, as the report runs it);
-  the sizes of the first two in ``analysis`` / ``roles`` (optional).
+  role experiments), ``patch`` (the default z-by-position patching sweep, as the report runs it),
+  ``dynamics`` (the copier, selector and classifier passes at every checkpoint and the order in
+  which the roles form, as the report's dynamics section); the sizes of the analysis passes (also
+  those of ``dynamics``) and of the role experiments in ``analysis`` / ``roles`` (optional).
 
 `SweepSpec.cells()` builds and validates every cell's run config before anything runs; a bad
 value names its cell. Cells are named ``s<setting index>-seed<seed>`` and their settings are
@@ -34,7 +36,7 @@ from interp_icl.config import RunConfig, with_overrides
 from interp_icl.errors import ConfigError, InterpICLError, require
 from interp_icl.jsonable import read_json_file
 
-STEPS = ("train", "analyze", "roles", "patch")
+STEPS = ("train", "analyze", "roles", "patch", "dynamics")
 
 
 class _Strict(BaseModel):
@@ -61,7 +63,7 @@ class SweepSpec(_Strict):
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     zip: list[list[str]] = Field(default_factory=list)
     seeds: list[int] = Field(min_length=1)
-    do: list[Literal["train", "analyze", "roles", "patch"]] = Field(default_factory=lambda: ["train"])
+    do: list[Literal["train", "analyze", "roles", "patch", "dynamics"]] = Field(default_factory=lambda: ["train"])
     analysis: AnalysisSizes = Field(default_factory=AnalysisSizes)
     roles: RoleSizes = Field(default_factory=RoleSizes)
 

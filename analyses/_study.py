@@ -1,0 +1,106 @@
+"""What the population studies in ``analyses/`` share: their command line, their sweep (run with
+``interp-icl sweep`` itself), and their report page.
+
+A study is a sweep spec committed in ``analyses/sweeps/<name>.json`` plus the measurements a
+script makes on the finished cells. ``--quick`` runs the same spec with fewer seeds and steps
+(each script says how) so the test suite can run the study's mechanics in seconds. The outputs go
+to ``--out`` (default ``analyses/out/<name>[-quick]``):
+
+    OUT/spec.json        the spec that ran (the committed one, or its quick form)
+    OUT/sweep/           the sweep directory (results, summary, runs/<cell>/, report.html)
+    OUT/<name>.html      the study's report page, data in OUT/<name>_data/
+    OUT/<name>.json      the study's summary numbers
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from interp_icl.jsonable import dumps
+from interp_icl.runs.files import write_text
+from interp_icl.viz.report import ReportPage, write_page
+
+ANALYSES = Path(__file__).resolve().parent
+
+
+def parse_args(name: str, description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"analyses/{name}.py", description=description)
+    parser.add_argument("--quick", action="store_true", help="few seeds and steps: the study's mechanics only")
+    parser.add_argument("--out", type=Path, default=None, help=f"output folder (default analyses/out/{name}[-quick])")
+    parser.add_argument("--workers", type=int, default=2, help="cells at a time (default 2)")
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = ANALYSES / "out" / (name + ("-quick" if args.quick else ""))
+    return args
+
+
+def committed_spec(name: str) -> dict[str, Any]:
+    """The committed sweep spec ``analyses/sweeps/<name>.json`` as a dict."""
+    return json.loads((ANALYSES / "sweeps" / f"{name}.json").read_text())
+
+
+def quick_spec(spec: dict[str, Any], seeds: list[int], config: dict[str, Any], axes: dict[str, list] | None = None) -> dict[str, Any]:
+    """`spec` with `seeds`, extra fixed settings `config` (dotted keys, e.g. {"train.steps": 40},
+    put in as one-value axes so every cell gets them) and replaced `axes` lists."""
+    quick = copy.deepcopy(spec)
+    quick["seeds"] = seeds
+    quick.setdefault("axes", {})
+    for key, values in (axes or {}).items():
+        quick["axes"][key] = values
+    for key, value in config.items():
+        quick["axes"][key] = [value]
+    return quick
+
+
+def run_sweep_command(spec: dict[str, Any], out: Path, workers: int):
+    """Write `spec` to OUT/spec.json and run ``interp-icl sweep OUT/spec.json --out OUT/sweep``;
+    returns the loaded sweep and the wall time. A failed cell stops the study with the sweep's
+    own one-line error (exit status 1)."""
+    from interp_icl import cli
+    from interp_icl.sweeps import load_sweep
+
+    out.mkdir(parents=True, exist_ok=True)
+    spec_path = out / "spec.json"
+    write_text(spec_path, json.dumps(spec, indent=1) + "\n")
+    started = time.perf_counter()
+    code = cli.run(["sweep", str(spec_path), "--out", str(out / "sweep"), "--workers", str(workers)])
+    seconds = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(code)
+    return load_sweep(out / "sweep"), seconds
+
+
+def cell_dirs(sweep) -> dict[str, Path]:
+    """{cell name: its run directory} of the finished cells."""
+    from interp_icl.sweeps.driver import cell_run_dir
+
+    done = sweep.results[sweep.results["status"] == "done"]
+    return {name: cell_run_dir(sweep.path, name) for name in done["cell"]}
+
+
+def table_html(page: ReportPage, frame: pd.DataFrame, name: str, digits: int = 4) -> str:
+    """`frame` as an HTML table, registered as the CSV `name` beside the page."""
+    page.data[name] = frame
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "" if pd.isna(value) else f"{value:.{digits}g}"
+        return html.escape(str(value))
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in frame.itertuples(index=False))
+    return f'<table><tr>{head}</tr>{body}</table><p class="data">data: {name}</p>'
+
+
+def write_study(page: ReportPage, out: Path, name: str, title: str, summary: dict[str, Any]) -> Path:
+    """Write OUT/<name>.html (data in OUT/<name>_data/) and OUT/<name>.json; returns the page path."""
+    path = out / f"{name}.html"
+    write_page(page, path, title)
+    write_text(out / f"{name}.json", dumps(summary, indent=1) + "\n")
+    return path
