@@ -8,9 +8,9 @@ The sweep (``analyses/sweeps/gih_stages.json``, run with ``interp-icl sweep``) t
 TF(M = 3, H = 3, d = 3, D = 2) on parents {1, 2}, α = 0.1 (the ``paper-gih`` preset: full-batch
 SGD, lr 1, last-token loss, on a fixed set of 5,000 sequences; the paper: 10,000) from a
 non-aligned initialisation (w+ = w− = 0 plus N(0, 0.3²) noise on every position logit, drawn from
-the seed; c_S = a = 0.01), in two arms of 500 epochs each, 5 seeds each:
+the seed; c_S = a = 0.01), in two arms of 700 epochs each, 5 seeds each:
 
-* **staged**: FFN weights c_S only for 100 epochs (lr 1), then the RPE weights w for 200 epochs
+* **staged**: FFN weights c_S only for 300 epochs (lr 1), then the RPE weights w for 200 epochs
   (lr 300: their gradient is proportional to a = 0.01, so at lr 1 they hardly move), then the
   scalar a for 200 epochs (lr 1) — the paper's stages I, II, III;
 * **joint**: every parameter together, lr 1.
