@@ -8,12 +8,14 @@ The sweep (``analyses/sweeps/gih_stages.json``, run with ``interp-icl sweep``) t
 TF(M = 3, H = 3, d = 3, D = 2) on parents {1, 2}, α = 0.1 (the ``paper-gih`` preset: full-batch
 SGD, lr 1, last-token loss, on a fixed set of 5,000 sequences; the paper: 10,000) from a
 non-aligned initialisation (w+ = w− = 0 plus N(0, 0.3²) noise on every position logit, drawn from
-the seed; c_S = a = 0.01), in two arms of 700 epochs each, 5 seeds each:
+the seed; c_S = a = 0.01), in three arms of 700 epochs each, 5 seeds each:
 
 * **staged**: FFN weights c_S only for 300 epochs (lr 1), then the RPE weights w for 200 epochs
   (lr 300: their gradient is proportional to a = 0.01, so at lr 1 they hardly move), then the
   scalar a for 200 epochs (lr 1) — the paper's stages I, II, III;
-* **joint**: every parameter together, lr 1.
+* **joint**: every parameter together, lr 1;
+* **staged (reference start)**: the staged arm from the reference initialisation (head h prefers
+  offset h + 1: w+ = 3, w− = 0.1), the start the paper's stage-wise analysis assumes.
 
 Checkpoints every 5 epochs (plus log-spaced early ones); every measurement below reads the
 parameters of those checkpoints (no forward passes):
@@ -101,7 +103,8 @@ def read_trajectory(cell: str, run_dir: Path) -> Trajectory:
         starts.append(starts[-1] + stage.steps)
     if len(starts) == 1:
         starts.append(config.train.steps)
-    return Trajectory(cell, config.seed, "staged" if config.train.stages else "joint", np.array(steps),
+    arm = ("staged" if config.train.stages else "joint") + ("" if config.model.rpe_noise > 0 else " (reference start)")
+    return Trajectory(cell, config.seed, arm, np.array(steps),
                       np.array(p), np.array(mass), np.array(a),
                       head_subsets(config.model.n_heads, config.model.max_degree), tuple(config.task.parents), starts)
 
@@ -152,11 +155,15 @@ def subset_text(subset: tuple[int, ...], mass: np.ndarray) -> str:
 
 # ----- the measurements ------------------------------------------------------------------------
 
+def is_staged(traj: Trajectory) -> bool:
+    return traj.arm.startswith("staged")
+
+
 def offsets_rows(traj: Trajectory) -> list[dict]:
     """The heads' dominant offsets and masses at the start and end of every stage."""
     rows = []
     for k in range(len(traj.stage_starts) - 1):
-        name = STAGE_NAMES[k] if traj.arm == "staged" else "joint"
+        name = STAGE_NAMES[k] if is_staged(traj) else "joint"
         first, last = at_step(traj, traj.stage_starts[k]), at_step(traj, traj.stage_starts[k + 1])
         rows.append({"seed": traj.seed, "arm": traj.arm, "stage": name,
                      "heads at start": heads_text(traj.mass[first]), "heads at end": heads_text(traj.mass[last])})
@@ -177,7 +184,7 @@ def stage1_rows(traj: Trajectory) -> tuple[int, list[dict]]:
             continue
         ratio = np.log(traj.p[growth, star]) - np.log(traj.p[growth, s])
         rate, _, r2 = linear_fit(traj.steps[growth].astype(float), ratio)
-        rows.append({"seed": traj.seed, "S*": subset_text(traj.subsets[star], traj.mass[end]),
+        rows.append({"arm": traj.arm, "seed": traj.seed, "S*": subset_text(traj.subsets[star], traj.mass[end]),
                      "subset": subset_text(subset, traj.mass[end]), "runner-up": s == runner_up,
                      "p_S start": traj.p[index[0], s], "p_S end": traj.p[end, s],
                      "p_S* end": traj.p[end, star], "growth epochs": f"{traj.steps[growth[0]]}–{traj.steps[growth[-1]]}",
@@ -196,7 +203,7 @@ def stage2_rows(traj: Trajectory, star: int) -> list[dict]:
     for h in heads:
         curve = pd.Series(traj.mass[index, h, final[h] - 1], index=traj.steps[index] - start)
         half = crossing_steps(curve, float(curve.iloc[0]), float(curve.iloc[-1]), (0.5,))[0.5]
-        rows.append({"seed": traj.seed, "head": f"H{h}", "offset": final[h], "mass start": float(curve.iloc[0]),
+        rows.append({"arm": traj.arm, "seed": traj.seed, "head": f"H{h}", "offset": final[h], "mass start": float(curve.iloc[0]),
                      "mass end": float(curve.iloc[-1]), "half-rise epoch": half,
                      "S* offsets": set_label(sorted({final[g] for g in heads})),
                      "S* = true parents": ends_on_parents})
@@ -209,7 +216,7 @@ def stage3_row(traj: Trajectory) -> dict:
     start = traj.stage_starts[2]
     index = index[traj.steps[index] > start]
     slope, intercept, r2 = linear_fit(np.log(traj.steps[index] - start), traj.a[index])
-    return {"seed": traj.seed, "a start": traj.a[at_step(traj, start)], "a end": traj.a[index[-1]],
+    return {"arm": traj.arm, "seed": traj.seed, "a start": traj.a[at_step(traj, start)], "a end": traj.a[index[-1]],
             "c1 (slope on log t)": slope, "c0": intercept, "R²": r2, "points": len(index)}
 
 
@@ -241,7 +248,7 @@ def joint_row(traj: Trajectory) -> dict:
     order = order_text(halves)
     decidable = order is not None and "=" not in order and all(v is not None for v in halves.values())
     star = int(traj.p[-1].argmax())
-    return {"seed": traj.seed, "S*": subset_text(traj.subsets[star], traj.mass[-1]),
+    return {"arm": traj.arm, "seed": traj.seed, "S*": subset_text(traj.subsets[star], traj.mass[-1]),
             "S* = true parents": sorted({dominant_offsets(traj.mass[-1])[h] for h in traj.subsets[star]}) == sorted(traj.parents),
             "p_S* end": traj.p[-1, star], "copier mass end": float(curves["copier"].iloc[-1]), "a end": traj.a[-1],
             **{f"half-rise {role}": step for role, step in halves.items()},
@@ -255,7 +262,7 @@ def stage1_figure(trajs: list[Trajectory]) -> tuple[go.Figure, pd.DataFrame]:
     for traj in trajs:
         index = stage_index(traj, 0)
         for s, subset in enumerate(traj.subsets):
-            label = f"seed {traj.seed} " + subset_text(subset, traj.mass[index[-1]])
+            label = f"{traj.arm}, seed {traj.seed} " + subset_text(subset, traj.mass[index[-1]])
             rows += [{"seed": traj.seed, "subset": label, "epoch": int(traj.steps[i]), "p_S": float(traj.p[i, s])} for i in index]
     data = pd.DataFrame(rows)
     fig = go.Figure()
@@ -271,7 +278,7 @@ def stage2_figure(trajs: list[Trajectory], stars: dict[str, int]) -> tuple[go.Fi
         index = stage_index(traj, 1)
         final = dominant_offsets(traj.mass[index[-1]])
         for h in traj.subsets[stars[traj.cell]]:
-            rows += [{"seed": traj.seed, "head": f"seed {traj.seed} H{h} → offset {final[h]}",
+            rows += [{"seed": traj.seed, "head": f"{traj.arm}, seed {traj.seed} H{h} → offset {final[h]}",
                       "epoch in stage": int(traj.steps[i] - traj.stage_starts[1]), "mass": float(traj.mass[i, h, final[h] - 1])} for i in index]
     data = pd.DataFrame(rows)
     fig = go.Figure()
@@ -286,11 +293,12 @@ def stage3_figure(trajs: list[Trajectory]) -> tuple[go.Figure, pd.DataFrame]:
     for traj in trajs:
         index = stage_index(traj, 2)
         start = traj.stage_starts[2]
-        rows += [{"seed": traj.seed, "t - t_start": int(traj.steps[i] - start), "a": float(traj.a[i])} for i in index if traj.steps[i] > start]
+        rows += [{"arm": traj.arm, "seed": traj.seed, "t - t_start": int(traj.steps[i] - start), "a": float(traj.a[i])}
+                 for i in index if traj.steps[i] > start]
     data = pd.DataFrame(rows)
     fig = go.Figure()
-    for seed, part in data.groupby("seed", sort=False):
-        fig.add_scatter(x=part["t - t_start"], y=part["a"], mode="lines+markers", name=f"seed {seed}")
+    for (arm, seed), part in data.groupby(["arm", "seed"], sort=False):
+        fig.add_scatter(x=part["t - t_start"], y=part["a"], mode="lines+markers", name=f"{arm}, seed {seed}")
     fig.update_layout(xaxis_title="epochs since stage III began (log)", xaxis_type="log", yaxis_title="a")
     return fig, data
 
@@ -318,13 +326,13 @@ def joint_figure(trajs: list[Trajectory]) -> tuple[go.Figure, pd.DataFrame]:
 def run_spec(quick: bool) -> dict:
     spec = _study.committed_spec(NAME)
     if quick:
-        spec = _study.quick_spec(spec, seeds=[0], config=QUICK, axes={"train.stages": [QUICK_STAGES, []]})
+        spec = _study.quick_spec(spec, seeds=[0], config=QUICK, axes={"train.stages": [QUICK_STAGES, [], QUICK_STAGES]})
     return spec
 
 
 def measure(trajs: list[Trajectory]) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """The tables (offsets, stage1, stage1_runner_up, stage2, stage3, joint) and S* per staged cell."""
-    staged = [t for t in trajs if t.arm == "staged"]
+    staged = [t for t in trajs if is_staged(t)]
     stars, stage1, stage2, stage3 = {}, [], [], []
     for traj in staged:
         stars[traj.cell], rows = stage1_rows(traj)
@@ -333,7 +341,7 @@ def measure(trajs: list[Trajectory]) -> tuple[dict[str, pd.DataFrame], dict[str,
         stage3.append(stage3_row(traj))
     offsets = [row for traj in trajs for row in offsets_rows(traj)]
     tables = {"offsets": pd.DataFrame(offsets), "stage1": pd.DataFrame(stage1), "stage2": pd.DataFrame(stage2),
-              "stage3": pd.DataFrame(stage3), "joint": pd.DataFrame([joint_row(t) for t in trajs if t.arm == "joint"])}
+              "stage3": pd.DataFrame(stage3), "joint": pd.DataFrame([joint_row(t) for t in trajs if not is_staged(t)])}
     tables["stage1_runner_up"] = tables["stage1"][tables["stage1"]["runner-up"]].drop(columns="runner-up") if stage1 else pd.DataFrame()
     return tables, stars
 
@@ -349,7 +357,8 @@ def overview(tables: dict[str, pd.DataFrame]) -> dict:
         "stage1_runner_up_r2_mean": mean(runner, "R²"),
         "stage1_all_subsets_r2_min": float(tables["stage1"]["R²"].min()) if len(tables["stage1"]) else math.nan,
         "stage2_mass_end_mean": mean(stage2, "mass end"),
-        "stage2_runs_on_true_parents": int(stage2.groupby("seed")["S* = true parents"].first().sum()) if len(stage2) else 0,
+        "stage2_runs_on_true_parents": ({arm: int(part.groupby("seed")["S* = true parents"].first().sum())
+                                         for arm, part in stage2.groupby("arm")} if len(stage2) else {}),
         "stage3_slope_mean": mean(tables["stage3"], "c1 (slope on log t)"),
         "stage3_r2_mean": mean(tables["stage3"], "R²"),
         "joint_orders": joint["order"].tolist() if len(joint) else [],
@@ -362,8 +371,8 @@ def main(argv: list[str] | None = None) -> dict:
     sweep, sweep_seconds = _study.run_sweep_command(run_spec(args.quick), args.out, args.workers)
     trajs = [read_trajectory(cell, path) for cell, path in _study.cell_dirs(sweep).items()]
     tables, stars = measure(trajs)
-    staged = [t for t in trajs if t.arm == "staged"]
-    joint = [t for t in trajs if t.arm == "joint"]
+    staged = [t for t in trajs if is_staged(t)]
+    joint = [t for t in trajs if not is_staged(t)]
 
     page = ReportPage()
     page.add("setting", "Setting", f"<p>{intro()}</p>")
@@ -397,7 +406,8 @@ def intro() -> str:
     return ("TF(M=3, H=3, d=3, D=2), parents {1,2}, α = 0.1, full-batch SGD on 5,000 fixed sequences "
             "(the paper: 10,000), last-token loss; non-aligned start: w+ = w− = 0 plus N(0, 0.3²) noise "
             "on every position logit (from the seed), c_S = a = 0.01. Staged arm: FFN (lr 1), then RPE "
-            "(lr 300), then a (lr 1); joint arm: all parameters, lr 1. Everything is read off the "
+            "(lr 300), then a (lr 1); joint arm: all parameters, lr 1; staged (reference start): the staged "
+            "arm from w+ = 3, w− = 0.1 without noise. Everything is read off the "
             "checkpoints' parameters. Stage I growth phase: from the stage start to the first checkpoint "
             f"with p_S* ≥ {GROWTH_CAP}. Half-rise: first checkpoint past half the change from first to last.")
 

@@ -47,15 +47,15 @@ def test_quick_study_runs_both_arms_and_writes_fits_order_page_and_json(tmp_path
     summary = study.main(["--quick", "--out", str(tmp_path), "--workers", "1"])
 
     results = pd.read_csv(tmp_path / "sweep" / "results.csv")
-    assert len(results) == 2 and set(results["status"]) == {"done"}
-    assert summary["n_runs"] == 2 and sorted(summary["cells"]) == sorted(results["cell"])
+    assert len(results) == 3 and set(results["status"]) == {"done"}
+    assert summary["n_runs"] == 3 and sorted(summary["cells"]) == sorted(results["cell"])
 
     assert summary["stage1"] and summary["stage1_runner_up"] and summary["stage3"]
     for row in summary["stage1"] + summary["stage3"]:
         assert r2_ok(row["R²"])
-    assert len(summary["stage1_runner_up"]) == 1
+    assert len(summary["stage1_runner_up"]) == 2  # one per staged arm
     assert {row["head"] for row in summary["stage2"]}  # the S* heads' copier rows
-    assert len(summary["offsets"]) == 4  # 3 stages of the staged arm + the joint arm
+    assert len(summary["offsets"]) == 7  # 3 stages of each staged arm + the joint arm
 
     (joint,) = summary["joint"]
     assert "order" in joint and "paper order" in joint
@@ -63,5 +63,5 @@ def test_quick_study_runs_both_arms_and_writes_fits_order_page_and_json(tmp_path
 
     assert (tmp_path / "gih_stages.html").is_file()
     written = json.loads((tmp_path / "gih_stages.json").read_text())
-    assert written["quick"] is True and written["n_runs"] == 2
+    assert written["quick"] is True and written["n_runs"] == 3
     assert (tmp_path / "gih_stages_data").is_dir()
