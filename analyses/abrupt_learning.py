@@ -5,6 +5,7 @@ Usage:
     python analyses/abrupt_learning.py [--seeds 0 1 2] [--steps 2000] [--out-dir runs]
                                        [--no-l-equals-n]
                                        [--report analyses/out/abrupt_learning.html]
+    python analyses/abrupt_learning.py --theory-only   # the phenomenological model only (~5 s)
 
 Every run is trained (or reused, resumed if partial) with the project's trainer, from the
 `abrupt-learning` preset: the paper's task (L = 32 labels, N = 8 pairs, D = 63, ε = 0.1,
@@ -36,8 +37,10 @@ and from the progress measures at every checkpoint
   its half-rise is within (t90 − t10) + one checkpoint interval of the loss drop;
   context-label accuracy "rises first" if its half-rise (from the evaluations) precedes t10.
 
-The phenomenological model (`interp_icl.theory.abrupt_learning`, a reconstruction) is run
-beside it: gradient descent from the origin for L = 32 and for L = N = 8.
+The phenomenological model (`interp_icl.theory.abrupt_learning`, the source text's form) is run
+beside it: gradient descent from the origin for L = 32 and for L = N = 8. ``--theory-only`` runs
+just that, for the source's form and for the named variant ``n_minus_1_reconstruction``, prints
+the growth order, rise steps and final loss, and trains nothing.
 
 Writes a report (verdict table beside the paper's claims, figures, data) through the report
 machinery and prints a summary.
@@ -167,16 +170,41 @@ def run_summary(run: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     return summary, curves.reset_index(), progress
 
 
-def phenomenological_runs() -> dict[str, tuple[pd.DataFrame, dict]]:
-    """Gradient descent on the reconstructed phenomenological loss from the origin, N = 8,
-    for L = 32 and L = N = 8 (lr 0.1, 3000 steps): trajectory and growth order."""
+def phenomenological_runs(
+    variant: str = phenomenological.SOURCE,
+) -> dict[str, tuple[pd.DataFrame, dict]]:
+    """Gradient descent on the phenomenological loss (``variant``, default the source's form)
+    from the origin, N = 8, for L = 32 and L = N = 8 (lr 0.1, 3000 steps): {"L = 32": ...,
+    "L = N = 8": ...}, each (trajectory, growth order at the default threshold 0.1)."""
     out = {}
     for name, labels in (("L = 32", 32), ("L = N = 8", 8)):
         trajectory = phenomenological.gradient_flow(
-            n_items=8, n_labels=labels, steps=3000, record_every=1
+            n_items=8, n_labels=labels, steps=3000, record_every=1, variant=variant
         )
         out[name] = (trajectory, phenomenological.growth_order(trajectory))
     return out
+
+
+def theory_lines(theory: dict[str, tuple[pd.DataFrame, dict]], variant: str) -> list[str]:
+    """Printable summary of `phenomenological_runs`: growth order, rise steps and final loss for
+    L = 32; largest parameter change and loss change from the origin for L = N = 8."""
+    trajectory, growth = theory["L = 32"]
+    rise = growth["rise_step"]
+    equal = theory["L = N = 8"][0]
+    moved = float(equal[["beta", "alpha", "xi"]].abs().to_numpy().max())
+    loss_change = float((equal["loss"] - equal["loss"].iloc[0]).abs().max())
+    steps = int(trajectory["step"].iloc[-1])
+    greater = (
+        f"{variant}, N = 8, L = 32: order {' -> '.join(growth['order'])} (rise steps, "
+        f"{growth['criterion']}: xi {rise['xi']}, alpha {rise['alpha']}, beta {rise['beta']}); "
+        f"loss {trajectory['loss'].iloc[0]:.4f} -> {trajectory['loss'].iloc[-1]:.4g} after "
+        f"{steps} steps"
+    )
+    flat = (
+        f"{variant}, L = N = 8: largest parameter change {moved:.1e}, largest loss change "
+        f"{loss_change:.1e} from {equal['loss'].iloc[0]:.4f} = log 8 in {steps} steps"
+    )
+    return [greater, flat]
 
 
 def step_text(step: float | None) -> str:
@@ -264,7 +292,7 @@ def verdict_rows(results: pd.DataFrame, theory: dict) -> list[tuple[str, str, st
     rise = greater[1]["rise_step"]
     rows.append(
         (
-            "phenomenological model (reconstruction), L = 32: growth order from the origin",
+            "phenomenological model (source's form), L = 32: growth order from the origin",
             " → ".join(greater[1]["order"])
             + f" (rise steps ξ {rise['xi']}, α {rise['alpha']}, β {rise['beta']})",
             "ξ → α → β (sequential learning of the nested logits)",
@@ -275,7 +303,7 @@ def verdict_rows(results: pd.DataFrame, theory: dict) -> list[tuple[str, str, st
     rows.append(
         (
             (
-                "phenomenological model (reconstruction), L = N = 8: largest parameter change "
+                "phenomenological model (source's form), L = N = 8: largest parameter change "
                 "from the origin in 3000 steps"
             ),
             f"{moved:.1e}",
@@ -378,7 +406,16 @@ def main() -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("runs"))
     parser.add_argument("--no-l-equals-n", action="store_true", help="skip the L = N arms")
     parser.add_argument("--report", type=Path, default=Path("analyses/out/abrupt_learning.html"))
+    parser.add_argument(
+        "--theory-only",
+        action="store_true",
+        help="run only the phenomenological model (both variants), print it and train nothing",
+    )
     args = parser.parse_args()
+    if args.theory_only:
+        for variant in phenomenological.VARIANTS:
+            print("\n".join(theory_lines(phenomenological_runs(variant), variant)))
+        return 0
     if args.steps < 100:
         print(f"error: --steps must be at least 100, got {args.steps}", file=sys.stderr)
         return 2
@@ -425,8 +462,8 @@ def main() -> int:
         f"batch 128), {args.steps} steps, seeds {', '.join(map(str, args.seeds))}. Plateau "
         "level: B/N (a random pick among the N/B context labels). Abrupt: the rise from 10 % to "
         f"90 % of the way from B/N to the final accuracy lasts at most {ABRUPT_RATIO:g} × the "
-        "steps before it. The phenomenological model is the project's reconstruction of the "
-        "paper's (docs/abrupt_learning.md).</p>",
+        "steps before it. The phenomenological model is the source text's form, with "
+        "y = sigmoid(β) reconstructed (docs/abrupt_learning.md).</p>",
     )
     page.add(
         "runs",
@@ -441,7 +478,7 @@ def main() -> int:
     figures = curves_figure(page, curve_frame) + progress_figure(page, progress_frame)
     for name, (trajectory, growth) in theory.items():
         fig, data = phenomenological.trajectory_figure(trajectory, growth)
-        fig.update_layout(title=f"phenomenological model (reconstruction), N = 8, {name}")
+        fig.update_layout(title=f"phenomenological model (source's form), N = 8, {name}")
         slug = name.replace(" ", "").replace("=", "_")
         figures += page.figure(fig, f"phenomenological_{slug}.csv", data)
     page.add("figures", "Figures", figures)
