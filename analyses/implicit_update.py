@@ -2,14 +2,24 @@
 
 Usage:
 
-    python analyses/implicit_update.py [--steps 5000] [--tasks 1024] [--out-dir runs]
-                                       [--report analyses/out/implicit_update.html]
+    python analyses/implicit_update.py [--setting extension|source] [--steps N] [--tasks 1024]
+                                       [--out-dir runs] [--report PATH]
 
-Trains (or reuses) ``<out-dir>/implicit-update`` with the project's trainer — the
-`implicit-update` preset: one pre-LN softmax attention + MLP block (family `block`) on in-context
-linear regression, d = 5, N = 20, x ~ U(-1, 1)^d, w ~ N(0, I), no noise — then, in float64 on
-`--tasks` fresh tasks (seeded, independent of training), with W the MLP's input weight
-(``blocks.0.mlp.W_in``, ΔW in the orientation that multiplies the MLP input z):
+Two settings (REFERENCE §4):
+
+* ``--setting extension`` (default; this project's extension): trains (or reuses)
+  ``<out-dir>/implicit-update`` — the `implicit-update` preset: one pre-LN softmax attention + MLP
+  block *with* skip connections around both (family `block`) on in-context linear regression,
+  d = 5, N = 20, x ~ U(-1, 1)^d, w ~ N(0, I), no noise; 5000 steps; report
+  ``analyses/out/implicit_update.html``.
+* ``--setting source`` (Dherin et al.'s own setting): ``<out-dir>/implicit-update-source`` — the
+  `implicit-update-source` preset: the same block *without the MLP's skip connection*
+  (``mlp_skip=False``, T_W = M_W ∘ A) and without a norm, x ~ N(0, I), w ~ N(0, I); 2500 steps;
+  report ``analyses/out/implicit_update_source.html``. Without the MLP skip the bias shift ΔA is 0.
+
+`--steps` overrides the preset's step count. Then, in float64 on `--tasks` fresh tasks (seeded,
+independent of training), with W the MLP's input weight (``blocks.0.mlp.W_in``, ΔW in the
+orientation that multiplies the MLP input z):
 
 (a) **equality**: the model's prediction with the context vs. the model run on the query token
     alone with W + ΔW and b_out + ΔA (`interp_icl.analysis.implicit_update`): max |Δŷ|, both
@@ -18,8 +28,11 @@ linear regression, d = 5, N = 20, x ~ U(-1, 1)^d, w ~ N(0, I), no noise — then
     (`query_alone_output`) for every task, and deepcopies of the model with ΔW written into their
     state dict for the first 64 tasks;
 (b) **step norms** ‖ΔW(i) − ΔW(i−1)‖_F for i = 1..N context tokens consumed (mean over tasks),
-    their log-log slope, and the loss of the model given the first i examples (= the loss of the
-    query alone with W + ΔW(i), b_out + ΔA_i);
+    their log-log slope with a 95% bootstrap interval over tasks
+    (`interp_icl.analysis.implicit_update.step_norm_slope`), the same slope for two controls —
+    the block at initialisation (untrained, same seed) and a context whose examples grow as i
+    ((x_i, y_i) multiplied by i) — and the loss of the model given the first i examples (= the
+    loss of the query alone with W + ΔW(i), b_out + ΔA_i);
 (c) **fine-tuning**: from the trained weights, W alone is fine-tuned by SGD on the task's own N
     context examples, one example per step in context order, each presented as the model sees a
     query without context — the token (x_i, 0) alone — with target y_i and loss ½(ŷ − y_i)²; after
@@ -51,12 +64,16 @@ from interp_icl.analysis.implicit_update import (
     attention_at_query,
     block_weights,
     implicit_weight_update,
+    log_log_slope,
     query_alone_output,
     relative_difference,
+    step_norm_slope,
     token_by_token_updates,
 )
 from interp_icl.config import RunConfig
+from interp_icl.models import build_model
 from interp_icl.presets import implicit_update as implicit_update_preset
+from interp_icl.presets import implicit_update_source as implicit_update_source_preset
 from interp_icl.runs import rundir
 from interp_icl.runs import load_run
 from interp_icl.seeding import generator
@@ -66,16 +83,30 @@ from interp_icl.viz.report import ReportPage, write_page
 LEARNING_RATES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 N_EPOCHS = 20
 N_COPIES = 64  # tasks checked with state-dict-edited deepcopies
+SETTINGS = {  # --setting -> (preset, default report)
+    "extension": (implicit_update_preset, Path("analyses/out/implicit_update.html")),
+    "source": (implicit_update_source_preset, Path("analyses/out/implicit_update_source.html")),
+}
 
 
-def train_or_reuse(steps: int, out_dir: Path) -> Path:
-    """The preset's run, trained with the project's trainer (resumed if partial)."""
-    base = implicit_update_preset().to_dict()
-    base["train"]["steps"] = steps
+def train_or_reuse(setting: str, steps: int | None, out_dir: Path) -> Path:
+    """The setting's preset run (`steps` overrides its step count when given), trained with the
+    project's trainer (resumed if partial)."""
+    base = SETTINGS[setting][0]().to_dict()
+    if steps is not None:
+        base["train"]["steps"] = steps
     config = RunConfig.from_dict(base)
     run = out_dir / config.name
     open_run(config, run, resume=True).run()
     return run
+
+
+SETTING_TEXT = {
+    "extension": "this project's extension: pre-LN block with skip connections around attention "
+    "and MLP, x ~ U(−1, 1)^d, w ~ N(0, I)",
+    "source": "Dherin et al.'s setting: no skip connection around the MLP, no norm, "
+    "x ~ N(0, I), w ~ N(0, I)",
+}
 
 
 def readout(model: nn.Module, resid: Tensor) -> Tensor:
@@ -98,8 +129,9 @@ def alone_parts(model: nn.Module, weights: BlockWeights, e: Tensor) -> tuple[Ten
 
 
 def alone_prediction(model: nn.Module, weights: BlockWeights, h: Tensor, pre: Tensor) -> Tensor:
-    """ŷ ``[B, M]`` of tokens seen alone, given h (`alone_parts`) and the MLP pre-activation."""
-    return readout(model, h + weights.act(pre) @ weights.W_out + weights.b_out)
+    """ŷ ``[B, M]`` of tokens seen alone, given h (`alone_parts`) and the MLP pre-activation
+    (h is added back only when the block has the MLP skip connection)."""
+    return readout(model, weights.output(h, weights.act(pre) @ weights.W_out + weights.b_out))
 
 
 @torch.no_grad()
@@ -157,12 +189,22 @@ def fine_tune_final(
         return alone_prediction(model, weights, h_q[:, 0], pre)
 
 
-def log_log_slope(values: Tensor) -> float:
-    """Least-squares slope of log(values[i-1]) against log(i), i = 1..len(values)."""
-    x = torch.log(torch.arange(1, len(values) + 1, dtype=torch.float64))
-    y = torch.log(values.double())
-    x = x - x.mean()
-    return float((x * (y - y.mean())).sum() / (x * x).sum())
+def growing_context(e: Tensor) -> Tensor:
+    """Control input: context example i of ``e`` ``[B, N + 1, D]`` multiplied by i = 1..N (still
+    y_i = <w, x_i>; the query unchanged), so later examples are larger. ``[B, N + 1, D]``."""
+    scale = torch.arange(1, e.shape[1], dtype=e.dtype)
+    grown = e.clone()
+    grown[:, :-1] *= scale[None, :, None]
+    return grown
+
+
+def step_norm_controls(untrained: nn.Module, model: nn.Module, e: Tensor) -> dict:
+    """`step_norm_slope` (as dicts) of the untrained block on ``e`` and of the trained block on
+    `growing_context` (e): does the slope check fail anywhere?"""
+    with torch.no_grad():
+        fresh = step_norm_slope(token_by_token_updates(untrained, e, 0, -1).step_norms)
+        grown = step_norm_slope(token_by_token_updates(model, growing_context(e), 0, -1).step_norms)
+    return {"untrained": fresh.as_dict(), "growing_context": grown.as_dict()}
 
 
 def cosine(a: Tensor, b: Tensor) -> Tensor:
@@ -221,6 +263,7 @@ def study(model: nn.Module, tokens: Tensor, task) -> dict:
         dynamics = {
             "mean_step_norms": [float(s) for s in mean_steps],
             "log_log_slope_of_mean": log_log_slope(mean_steps),
+            "step_norm_slope": step_norm_slope(step_norms).as_dict(),
             "median_per_task_slope": float(per_task_slope.median()),
             "fraction_tasks_shrinking": float(
                 (step_norms[:, -5:].mean(-1) < step_norms[:, :5].mean(-1)).double().mean()
@@ -321,36 +364,54 @@ def figures(page: ReportPage, result: dict, n_points: int, zero_loss: float) -> 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="extension")
+    parser.add_argument("--steps", type=int, default=None, help="default: the preset's")
     parser.add_argument("--tasks", type=int, default=1024)
     parser.add_argument("--out-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--report", type=Path, default=Path("analyses/out/implicit_update.html"))
+    parser.add_argument("--report", type=Path, default=None, help="default: per setting")
     args = parser.parse_args()
+    report_path = args.report or SETTINGS[args.setting][1]
     started = time.perf_counter()
     torch.set_grad_enabled(True)
-    run = train_or_reuse(args.steps, args.out_dir)
+    run = train_or_reuse(args.setting, args.steps, args.out_dir)
     loaded = load_run(run)
     model, task = loaded.model.double(), loaded.task
-    batch = task.sample(args.tasks, generator(12345, "study", "implicit-update"))
+    batch = task.sample(args.tasks, generator(12345, "study", loaded.config.name))
     tokens = batch.tokens.double()
     result = study(model, tokens, task)
+    untrained = build_model(
+        loaded.config.model, task.vocab_size, task.seq_len, loaded.config.seed
+    ).double()
+    controls = step_norm_controls(untrained, model, task.model_input(tokens))
     baselines = task.baseline_losses(batch)
     n_points = task.n_points
     eq, dyn, ft = result["equality"], result["dynamics"], result["fine_tuning"]
     best = ft.loc[ft["loss_one_pass"].idxmin()]
     best_many = ft.loc[ft[f"loss_{N_EPOCHS}_passes"].idxmin()]
     steps = dyn["mean_step_norms"]
-    shrink = dyn["log_log_slope_of_mean"] < 0 and steps[-1] < steps[0]
+    fit = dyn["step_norm_slope"]
+    shrink = fit["high"] < 0  # the slope's whole 95% interval lies below 0
+
+    def slope_text(f: dict) -> str:
+        return f"{f['slope']:.2f} [{f['low']:.2f}, {f['high']:.2f}]"
 
     pd.set_option("display.width", 200)
-    print(f"run {run} (step {loaded.step}); {args.tasks} fresh tasks, float64")
+    print(
+        f"setting {args.setting}: run {run} (step {loaded.step}); {args.tasks} fresh tasks, float64"
+    )
     print("(a) equality:", {k: f"{v:.3g}" for k, v in eq.items()})
     print(
         "(b) mean step norms i=1,2,5,10,N:",
         [f"{steps[i - 1]:.4f}" for i in (1, 2, 5, 10, n_points)],
-        f"log-log slope {dyn['log_log_slope_of_mean']:.2f}",
+        f"log-log slope {slope_text(fit)} (95% bootstrap over tasks)",
         f"median per-task slope {dyn['median_per_task_slope']:.2f}",
         f"tasks shrinking {dyn['fraction_tasks_shrinking']:.2f}",
+    )
+    print(
+        "    controls: untrained block",
+        slope_text(controls["untrained"]),
+        "; context growing as i",
+        slope_text(controls["growing_context"]),
     )
     print("    ICL loss with i examples:", [f"{v:.3f}" for v in dyn["icl_loss_by_examples"]])
     print("(c) fine-tuning W by SGD on the context examples:")
@@ -387,11 +448,20 @@ def main() -> int:
         (
             (
                 "step norms ‖ΔW(i) − ΔW(i−1)‖_F shrink with i (mean over tasks: i = 1 → N; "
-                "log-log slope)"
+                "log-log slope, 95% bootstrap interval over tasks)"
             ),
-            f"{steps[0]:.3f} → {steps[-1]:.3f}; slope {dyn['log_log_slope_of_mean']:.2f}",
-            "shrink (paper: ΔW_i converges)",
+            f"{steps[0]:.3f} → {steps[-1]:.3f}; slope {slope_text(fit)}",
+            "shrink: interval below 0 (paper: ΔW_i converges)",
             shrink,
+        ),
+        (
+            (
+                "controls: slope of the untrained block; of the trained block on a context whose "
+                "examples grow as i"
+            ),
+            f"{slope_text(controls['untrained'])}; {slope_text(controls['growing_context'])}",
+            "measured (does the shrinkage need training? can the check fail?)",
+            None,
         ),
         (
             "fine-tuning W by SGD, one pass over the N examples (best lr) vs in context",
@@ -423,7 +493,8 @@ def main() -> int:
         "verdicts",
         "Verdicts",
         page.verdict_table("verdicts.csv", rows, header)
-        + f"<p>{args.tasks} fresh tasks (d = {task.x_dim}, N = {n_points}); model {run} at step "
+        + f"<p>Setting: {args.setting} ({SETTING_TEXT[args.setting]}). "
+        f"{args.tasks} fresh tasks (d = {task.x_dim}, N = {n_points}); model {run} at step "
         f"{loaded.step}, float64. Zero-predictor loss {baselines['zero_loss']:.4f}, one GD "
         f"step (best lr) {baselines['gd1_loss']:.4f}, Bayes {baselines['bayes_loss']:.2g}. "
         "Fine-tuning: W_in alone, SGD one example per step, each example (x_i, 0) seen without "
@@ -437,14 +508,16 @@ def main() -> int:
         "run": str(run),
         "step": loaded.step,
         "tasks": args.tasks,
+        "setting": args.setting,
         "equality": eq,
         "dynamics": dyn,
+        "step_norm_controls": controls,
         "baselines": baselines,
         "fine_tune_check": result["fine_tune_check"],
         "versions": rundir.package_versions(),
     }
-    write_page(page, args.report, "In-context learning as an implicit weight update")
-    print(f"report: {args.report}")
+    write_page(page, report_path, "In-context learning as an implicit weight update")
+    print(f"report: {report_path}")
     return 0
 
 

@@ -106,7 +106,10 @@ class LSAConfig(FamilyConfigBase):
 class BlockConfig(FamilyConfigBase):
     """`n_layers` pre-LN softmax attention + MLP blocks on (x, y) tokens with a linear embedding
     and readout and no positional embedding (Dherin et al. 2025's one-block model;
-    `interp_icl.models.regression_block`). `attn_only` must stay false (the block has an MLP)."""
+    `interp_icl.models.regression_block`). `attn_only` must stay false (the block has an MLP).
+    `mlp_skip` true (default, this project's extension): the MLP output is added to the residual
+    stream; false (the source's block, REFERENCE §4): it replaces the stream, so each block is
+    r ← r + Attn(LN1(r)), then r ← MLP(LN2(r)) (the attention keeps its skip connection)."""
 
     family: Literal["block"] = "block"
     n_layers: int = Field(1, ge=1)
@@ -117,6 +120,7 @@ class BlockConfig(FamilyConfigBase):
     attn_only: bool = False
     norm: Norm = "LN"
     act_fn: Activation = "relu"
+    mlp_skip: bool = True
 
     @model_validator(mode="after")
     def _fits(self) -> BlockConfig:

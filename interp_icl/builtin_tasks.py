@@ -113,14 +113,17 @@ class RepeatedConfig(TaskConfigBase):
 
 class RegressionConfig(TaskConfigBase):
     """In-context linear regression (von Oswald et al. 2023): `n_points` pairs
-    (x_i, <w, x_i> + noise) then a query x_q, x ~ U(-x_scale, x_scale)^x_dim, w ~ N(0, I), noise
-    ~ N(0, noise^2); tokens are the vectors (x, y), seq_len = n_points + 1; the model predicts y_q."""
+    (x_i, <w, x_i> + noise) then a query x_q, w ~ N(0, I), noise ~ N(0, noise^2); x (context and
+    query) ~ U(-x_scale, x_scale)^x_dim when `x_dist` is "uniform" (the default) or
+    N(0, x_scale^2 I) when "normal" (Dherin et al. 2025's x ~ N(0, I) with x_scale 1); tokens are
+    the vectors (x, y), seq_len = n_points + 1; the model predicts y_q."""
 
     continuous = True
     name: Literal["regression"] = "regression"
     x_dim: int = Field(10, ge=1)
     n_points: int = Field(10, ge=1)
     x_scale: float = Field(1.0, gt=0)
+    x_dist: Literal["uniform", "normal"] = "uniform"
     noise: float = Field(0.0, ge=0)
 
     @property

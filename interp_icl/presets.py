@@ -1,6 +1,6 @@
-"""Named configurations: the quickstart run, the paper's gih setting, the lsa-gd and implicit-update
-regression settings, and Reddy 2024's in-context classification (the paper's optimiser, and the
-abrupt-learning study's fast CPU setting)."""
+"""Named configurations: the quickstart run, the paper's gih setting, the lsa-gd,
+implicit-update and implicit-update-source regression settings, and Reddy 2024's in-context
+classification (the paper's optimiser, and the abrupt-learning study's fast CPU setting)."""
 
 from __future__ import annotations
 
@@ -108,6 +108,25 @@ def implicit_update() -> RunConfig:
     )
 
 
+def implicit_update_source() -> RunConfig:
+    """Dherin et al. 2025's own setting (REFERENCE §4), small: one block *without the MLP's skip
+    connection* (family `block`, ``mlp_skip=False``: r ← x + Attn(x), then ŷ reads MLP(r); the
+    attention keeps its skip) and no norm (the source's T_W = M_W ∘ A puts nothing between the
+    attention and W), sizes as `implicit_update` (d_model 64, 4 heads of 16, d_mlp 128, relu, no
+    positional embedding); in-context linear regression with the source's Gaussian data,
+    x ~ N(0, I), w ~ N(0, I), d = 5, N = 20, no noise. Adam 3e-3 with a cosine schedule, 2500
+    steps (about a minute on 1 CPU core); ends near eval_loss 0.54 (zero predictor 2.53, one GD
+    step with the best lr 0.55)."""
+    base = implicit_update()
+    return RunConfig(
+        name="implicit-update-source",
+        seed=0,
+        task=base.task.updated(x_dist="normal"),
+        model=base.model.updated(norm="none", mlp_skip=False),
+        train=base.train.updated(steps=2500, eval_every=250, checkpoint_every=500),
+    )
+
+
 def icl_classification() -> RunConfig:
     """Reddy 2024's in-context classification, with the paper's task (K = 512 classes, L = 32
     labels, N = 8 pairs, D = 63, epsilon = 0.1, alpha = 0, B = 2, all sequences bursty) and
@@ -162,6 +181,7 @@ PRESETS = {
     "paper-gih": paper_gih,
     "lsa-gd": lsa_gd,
     "implicit-update": implicit_update,
+    "implicit-update-source": implicit_update_source,
     "icl-classification": icl_classification,
     "abrupt-learning": abrupt_learning,
 }

@@ -22,6 +22,7 @@ from interp_icl.analysis.implicit_update import (
     no_update_output,
     query_alone_output,
     relative_difference,
+    step_norm_slope,
     token_by_token_updates,
 )
 from interp_icl.config import ModelConfig
@@ -292,9 +293,10 @@ REG_D, REG_N = 4, 12
 REG_SIZES = {"n_heads": 2, "d_model": 12, "d_head": 4, "d_mlp": 20}
 
 
-def regression_block(seed=0, norm="LN"):
-    """A random block whose biases and LN parameters are perturbed too (none is left at 0/1)."""
-    config = ModelConfig(family="block", norm=norm, **REG_SIZES)
+def regression_block(seed=0, norm="LN", mlp_skip=True):
+    """A random block whose biases and LN parameters are perturbed too (none is left at 0/1);
+    `mlp_skip` False is the source's block (the MLP output replaces the stream)."""
+    config = ModelConfig(family="block", norm=norm, mlp_skip=mlp_skip, **REG_SIZES)
     model = build_model(config, REG_D + 1, REG_N + 1, seed).double()
     generator = torch.Generator().manual_seed(100 + seed)
     with torch.no_grad():
@@ -303,12 +305,12 @@ def regression_block(seed=0, norm="LN"):
     return model
 
 
-def regression_inputs(n=6, seed=0, d=REG_D, n_points=REG_N):
+def regression_inputs(n=6, seed=0, d=REG_D, n_points=REG_N, x_dist="uniform"):
     """Model inputs ``[n, N + 1, d + 1]`` float64 (query y slot 0) and the targets ``[n]``."""
     from interp_icl.config import TaskConfig
     from interp_icl.tasks import make_task
 
-    task = make_task(TaskConfig(name="regression", x_dim=d, n_points=n_points))
+    task = make_task(TaskConfig(name="regression", x_dim=d, n_points=n_points, x_dist=x_dist))
     tokens = task.sample(n, torch.Generator().manual_seed(seed)).tokens.double()
     return task.model_input(tokens), task.targets(tokens)
 
@@ -371,8 +373,26 @@ def test_regression_block_update_reproduces_the_block(norm, seed):
     assert check_regression_block(model, e) < EXACT
 
 
-def test_regression_block_token_by_token_is_a_shorter_context():
-    model = regression_block(3)
+@pytest.mark.parametrize(("norm", "seed"), [(n, s) for n in ("LN", "none") for s in (0, 1, 2)])
+def test_source_block_without_mlp_skip_update_reproduces_the_block(norm, seed):
+    """The source's block (no MLP skip; Gaussian x): W + ΔW alone reproduces it, no bias shift."""
+    model = regression_block(seed, norm, mlp_skip=False)
+    e, _ = regression_inputs(seed=seed, x_dist="normal")
+    assert check_regression_block(model, e) < EXACT
+    update = implicit_weight_update(model, e)
+    assert torch.equal(update.bias_shift, torch.zeros_like(update.bias_shift))
+    assert relative_difference(update.attn_with_context, update.attn_without_context).min() > 1e-3
+    # the skip's bias shift is what the block with the skip needs; without it, it is wrong here
+    wrong = block_edited(
+        model, update.delta_w[0], update.attn_with_context[0] - update.attn_without_context[0]
+    )
+    out, _ = query_alone(wrong, e[:1, -1:])
+    assert relative_difference(out, update.resid_post[:1]).min() > 1e-3
+
+
+@pytest.mark.parametrize("mlp_skip", [True, False])
+def test_regression_block_token_by_token_is_a_shorter_context(mlp_skip):
+    model = regression_block(3, mlp_skip=mlp_skip)
     e, _ = regression_inputs(n=4, seed=4)
     q = REG_N
     steps = token_by_token_updates(model, e, 0, q)
@@ -399,6 +419,8 @@ def test_regression_block_pass_and_float32():
     assert summary["max_relative_difference"] < EXACT and summary["delta_w_rank"] == 1
     assert summary["mean_relative_difference_no_update"] > 1e-3
     assert len(summary["step_norms"]) == REG_N
+    low, high = summary["step_norm_slope_interval"]
+    assert low <= summary["step_norm_slope"] <= high
     single = implicit_update(model.float(), e.float(), token_by_token=False).summary
     assert single["dtype"] == "float32" and single["max_relative_difference"] < 1e-5
     with pytest.raises(TokenError, match="float vectors"):
@@ -408,18 +430,17 @@ def test_regression_block_pass_and_float32():
         implicit_update(lsa, e)
 
 
-@pytest.fixture(scope="module")
-def trained_block(tmp_path_factory):
+def train_tiny_block(tmp_path_factory, name, task=None, model=None):
+    """A tiny block trained 150 steps with the project's trainer (about 3 s on 1 core)."""
     from interp_icl.config import RunConfig
-    from interp_icl.runs import load_run
-    from interp_icl.runs import create_run
+    from interp_icl.runs import create_run, load_run
 
     config = RunConfig.from_dict(
         {
-            "name": "tiny-block",
+            "name": name,
             "seed": 0,
-            "task": {"name": "regression", "x_dim": REG_D, "n_points": REG_N},
-            "model": {"family": "block", **REG_SIZES},
+            "task": {"name": "regression", "x_dim": REG_D, "n_points": REG_N, **(task or {})},
+            "model": {"family": "block", **REG_SIZES, **(model or {})},
             "train": {
                 "steps": 150,
                 "batch_size": 64,
@@ -431,9 +452,25 @@ def trained_block(tmp_path_factory):
             },
         }
     )
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny-block"
+    run_dir = tmp_path_factory.mktemp("runs") / name
     create_run(config, run_dir, force=True, progress=False).run()
     return load_run(run_dir)
+
+
+@pytest.fixture(scope="module")
+def trained_block(tmp_path_factory):
+    return train_tiny_block(tmp_path_factory, "tiny-block")
+
+
+@pytest.fixture(scope="module")
+def trained_source_block(tmp_path_factory):
+    """The source's setting, tiny: no MLP skip, no norm, x ~ N(0, I)."""
+    return train_tiny_block(
+        tmp_path_factory,
+        "tiny-source-block",
+        task={"x_dist": "normal"},
+        model={"norm": "none", "mlp_skip": False},
+    )
 
 
 def test_trained_regression_block(trained_block):
@@ -446,9 +483,14 @@ def test_trained_regression_block(trained_block):
     assert summary["max_relative_difference"] < EXACT and summary["delta_w_rank"] == 1
 
 
-def test_study_script_on_the_trained_block(trained_block):
-    """analyses/implicit_update.py's `study` on a few tasks: equality, rank 1, and its factored
-    fine-tuning agrees with the real model (the script checks that itself)."""
+@pytest.mark.parametrize("setting", ["extension", "source"])
+def test_study_script_on_the_trained_block(setting, request):
+    """analyses/implicit_update.py's `study` on a few tasks, in both settings: equality, rank 1,
+    the step-norm slope with its interval, and its factored fine-tuning agrees with the real model
+    (the script checks that itself; without the MLP skip its context-free prediction must drop
+    the h term)."""
+    fixture = {"extension": "trained_block", "source": "trained_source_block"}[setting]
+    trained_block = request.getfixturevalue(fixture)
     import importlib.util
     from pathlib import Path
 
@@ -465,5 +507,91 @@ def test_study_script_on_the_trained_block(trained_block):
     assert eq["loss_with_context"] == pytest.approx(eq["loss_updated_without_context"], abs=1e-12)
     assert eq["max_delta_w_rank"] == 1
     assert len(result["dynamics"]["mean_step_norms"]) == REG_N
+    fit = result["dynamics"]["step_norm_slope"]
+    assert fit["low"] <= fit["slope"] <= fit["high"] and fit["n_tasks"] == 32
     assert result["fine_tune_check"] < EXACT
     assert len(result["fine_tuning"]) == len(script.LEARNING_RATES)
+    assert set(script.SETTINGS) == {"extension", "source"}
+    untrained = build_model(trained_block.config.model, REG_D + 1, REG_N + 1, 0).double()
+    controls = script.step_norm_controls(
+        untrained, trained_block.model.double(), task.model_input(tokens)
+    )
+    assert set(controls) == {"untrained", "growing_context"}
+
+
+# Step norms ‖ΔW(i) − ΔW(i−1)‖_F: log-log slope of their mean over tasks against i, with a
+# bootstrap interval over tasks (`step_norm_slope`).
+
+
+def test_step_norm_slope_statistic():
+    """A power law i^-1 with multiplicative noise gives slope -1 with an interval below 0; steps
+    with no trend give an interval that contains 0 (the check can fail)."""
+    noise = torch.exp(
+        0.3 * torch.randn(200, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    )
+    i = torch.arange(1, 21, dtype=torch.float64)
+    power = step_norm_slope(noise / i)
+    assert power.slope == pytest.approx(-1.0, abs=0.03) and power.significantly_negative
+    assert power.low < power.slope < power.high and 0 < power.stderr < 0.05
+    flat = step_norm_slope(noise)
+    assert flat.low < 0 < flat.high and not flat.significantly_negative
+    assert step_norm_slope(noise) == flat  # seeded bootstrap
+    assert step_norm_slope(noise, seed=1) != flat
+    for bad, message in [
+        (noise[0], "must be"),
+        (noise[:, :1], "q >= 2"),
+        (-noise, "positive"),
+    ]:
+        with pytest.raises(InterpICLError, match=message):
+            step_norm_slope(bad)
+
+
+def growing_context(e):
+    """Control: context example i (x_i, y_i) multiplied by i = 1..N (still y_i = <w, x_i>), so
+    that later examples are larger; the query is unchanged. ``[B, N + 1, d + 1]``."""
+    scale = torch.arange(1, e.shape[1], dtype=e.dtype)
+    grown = e.clone()
+    grown[:, :-1] *= scale[None, :, None]
+    return grown
+
+
+def test_trained_source_block_is_exact_and_its_step_norms_shrink(trained_source_block):
+    """The source's setting trained for 150 steps: the update is exact, and the mean step norm
+    falls with i (log-log slope < 0, 95% bootstrap interval over 256 tasks below 0). Controls,
+    measured: on a context whose examples grow as i the slope is positive (the check fails
+    there), and an untrained block's steps shrink as well — the shrinkage comes from the softmax
+    averaging over i.i.d. examples, not from training (docs/analysis.md)."""
+    from interp_icl.models import build_model
+
+    metrics = trained_source_block.metrics()
+    assert metrics["eval_loss"].iloc[-1] < 0.8 * metrics["zero_loss"].iloc[-1]  # it learned
+    model = trained_source_block.model.double()
+    assert not model.cfg.mlp_skip
+    e, _ = regression_inputs(n=8, seed=7, x_dist="normal")
+    assert check_regression_block(model, e, (2, 7, -1)) < EXACT
+    e, _ = regression_inputs(n=256, seed=9, x_dist="normal")
+    fit = step_norm_slope(token_by_token_updates(model, e).step_norms)
+    assert fit.significantly_negative and fit.high < -0.5  # measured: -0.88 [-0.93, -0.83]
+    grown = step_norm_slope(token_by_token_updates(model, growing_context(e)).step_norms)
+    assert not grown.significantly_negative and grown.low > 0  # measured: 0.59 [0.52, 0.65]
+    config = trained_source_block.config.model
+    untrained = build_model(config, REG_D + 1, REG_N + 1, 0).double()
+    fresh = step_norm_slope(token_by_token_updates(untrained, e).step_norms)
+    assert fresh.significantly_negative  # measured: -0.72 [-0.78, -0.67]
+
+
+def test_trained_extension_block_step_norms_shrink(trained_block):
+    """The project's extension (pre-LN, MLP skip, uniform x): the same slope check. Controls,
+    measured: the growing-context control does not fail here (LN1 removes the examples' scale),
+    and the untrained block's steps shrink too."""
+    from interp_icl.models import build_model
+
+    model = trained_block.model.double()
+    e, _ = regression_inputs(n=256, seed=9)
+    fit = step_norm_slope(token_by_token_updates(model, e).step_norms)
+    assert fit.significantly_negative and fit.high < -0.5  # measured: -0.94 [-0.98, -0.89]
+    grown = step_norm_slope(token_by_token_updates(model, growing_context(e)).step_norms)
+    assert grown.significantly_negative  # measured: -0.93 [-0.98, -0.89]
+    untrained = build_model(trained_block.config.model, REG_D + 1, REG_N + 1, 0).double()
+    fresh = step_norm_slope(token_by_token_updates(untrained, e).step_norms)
+    assert fresh.significantly_negative  # measured: -0.92 [-0.95, -0.88]

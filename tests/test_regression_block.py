@@ -52,17 +52,18 @@ def reference_forward(model, e):
         heads.append(z @ state[a + "W_O"][h])
     r = r + sum(heads) + state[a + "b_O"]
     z = ln(r, "blocks.0.ln2")
-    r = (
-        r
-        + F.relu(z @ state[m + "W_in"] + state[m + "b_in"]) @ state[m + "W_out"]
-        + state[m + "b_out"]
+    mlp = (
+        F.relu(z @ state[m + "W_in"] + state[m + "b_in"]) @ state[m + "W_out"] + state[m + "b_out"]
     )
+    r = r + mlp if model.cfg.mlp_skip else mlp
     return (r @ state["unembed.W_U"] + state["unembed.b_U"])[..., 0]
 
 
-@pytest.mark.parametrize("norm", ["LN", "none"])
-def test_forward_matches_a_plain_torch_block(norm):
-    model = block(1, norm=norm)
+@pytest.mark.parametrize(
+    ("norm", "mlp_skip"), [("LN", True), ("none", True), ("LN", False), ("none", False)]
+)
+def test_forward_matches_a_plain_torch_block(norm, mlp_skip):
+    model = block(1, norm=norm, mlp_skip=mlp_skip)
     with torch.no_grad():  # nonzero biases and LN parameters, so that none goes unchecked
         for param in model.parameters():
             param.add_(0.1 * torch.randn(param.shape, dtype=param.dtype))
@@ -188,3 +189,26 @@ def test_preset_is_a_valid_block_run():
     cfg = PRESETS["implicit-update"]()
     assert cfg.model.family == "block" and cfg.task.name == "regression"
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.model.mlp_skip and cfg.task.x_dist == "uniform"  # the project's extension
+    source = PRESETS["implicit-update-source"]()
+    assert RunConfig.from_dict(source.to_dict()) == source
+    assert not source.model.mlp_skip and source.model.norm == "none"
+    assert source.task.x_dist == "normal" and source.task.x_scale == 1.0
+
+
+def test_mlp_skip_default_builds_the_same_model_and_false_drops_the_skip():
+    """Defaults are unchanged: mlp_skip true gives the same parameters and outputs as a config
+    that does not mention it; false feeds only the MLP output to the readout."""
+    e = inputs()
+    default, with_skip, source = block(2), block(2, mlp_skip=True), block(2, mlp_skip=False)
+    assert ModelConfig(family="block").mlp_skip is True
+    for name, param in default.state_dict().items():
+        assert torch.equal(param, with_skip.state_dict()[name])
+        assert torch.equal(param, source.state_dict()[name])  # same initial weights
+    with torch.no_grad():
+        assert torch.equal(default(e), with_skip(e))
+        _, cache = source.run_with_cache(e)
+    torch.testing.assert_close(
+        cache["blocks.0.hook_resid_post"], cache["blocks.0.hook_mlp_out"], rtol=0, atol=0
+    )
+    assert not torch.allclose(default(e), source(e))

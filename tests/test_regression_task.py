@@ -31,6 +31,29 @@ def test_sequences_are_linear_in_a_drawn_w_and_seeded():
     assert torch.equal(t.targets(tokens), tokens[:, -1, -1])
 
 
+def test_x_dist_default_is_uniform_and_normal_is_gaussian():
+    """Default `x_dist` draws exactly what the task drew before the option existed (uniform x,
+    same generator calls); "normal" gives x ~ N(0, x_scale^2 I) with the same w ~ N(0, I)."""
+    from interp_icl.theory.linear_regression_gd import sample_regression
+
+    before = sample_regression(64, 6, 4, torch.Generator().manual_seed(1), x_scale=0.5)
+    default = task(x_dim=4, n_points=6, x_scale=0.5).sample(64, torch.Generator().manual_seed(1))
+    assert task().config.x_dist == "uniform"
+    assert torch.equal(default.tokens[:, :-1, :-1], before.x)
+    assert torch.equal(default.tokens[:, -1, :-1], before.x_q)
+    assert torch.equal(default.metadata["w"], before.w)
+    normal = task(x_dim=4, n_points=6, x_scale=2.0, x_dist="normal")
+    same_w = normal.sample(64, torch.Generator().manual_seed(1)).metadata["w"]
+    assert torch.equal(same_w, before.w)  # w ~ N(0, I) drawn first, whatever the law of x
+    batch = normal.sample(4000, torch.Generator().manual_seed(1))
+    x, y, w = batch.tokens[..., :-1], batch.tokens[..., -1], batch.metadata["w"]
+    assert x.abs().max() > 2.0  # unbounded, unlike U(-2, 2)
+    assert float(x.std()) == pytest.approx(2.0, rel=0.02)
+    assert float(x.mean()) == pytest.approx(0.0, abs=0.02)
+    assert torch.allclose(y, torch.einsum("bnd,bd->bn", x, w), atol=1e-5)
+    assert normal.describe()["x_dist"] == "normal"
+
+
 @pytest.mark.parametrize("noise,n_points", [(0.5, 3), (0.5, 12), (0.0, 3)])
 def test_bayes_is_the_gaussian_posterior_mean(noise, n_points):
     """Independent form: E[w | X, y] = X^T (X X^T + s^2 I)^-1 y (conditioning the joint Gaussian
@@ -73,6 +96,7 @@ def test_gd1_learning_rate_is_the_best_on_the_batch():
         ({"name": "regression", "x_dim": 0}, {"family": "lsa"}, "task.x_dim must be"),
         ({"name": "regression", "n_points": 0}, {"family": "lsa"}, "task.n_points must be"),
         ({"name": "regression", "noise": -1}, {"family": "lsa"}, "task.noise must be"),
+        ({"name": "regression", "x_dist": "cauchy"}, {"family": "lsa"}, "task.x_dist must be"),
         ({"name": "regression"}, {"family": "lsa", "n_layers": 0}, "model.n_layers must be"),
     ],
 )

@@ -15,13 +15,17 @@ The context's effect on the block is moved into the weights:
   ΔA = h_C − h_0 = A({0..q}) − A({q})         (the skip connection's share, added to b_out).
 
 Then the block run *without* context with W + ΔW and b_out + ΔA gives exactly the block output
-with context: h_0 + MLP_{W+ΔW, b_out+ΔA}(z_0) = h_0 + ΔA + MLP(z_C) = h_C + MLP(z_C). ΔW is what
+with context: h_0 + MLP_{W+ΔW, b_out+ΔA}(z_0) = h_0 + ΔA + MLP(z_C) = h_C + MLP(z_C). A block
+without the MLP's skip connection (the source's block, T_W = M_W ∘ A: the block output is
+MLP(z) alone; the regression family with ``mlp_skip=False``) needs no bias shift: ΔA is set to 0
+and MLP_{W+ΔW}(z_0) = MLP(z_C) (`BlockWeights.mlp_skip`). ΔW is what
 to add to the ``nn.Linear`` weight of the MLP's input layer; in TransformerLens orientation (to add
 to ``W_in`` ``[d_model, d_mlp]``) it is ΔWᵀ (`ImplicitUpdate.delta_w_in`).
 
 Token by token: with the query seeing only the first i context positions, S_i = {0..i-1} ∪ {q}
 (i = 0..q; S_0 = {q} is "without context", S_q the full causal context), z_i = LN2(x + A(S_i)),
-ΔW(i) = (W (z_i − z_0)) z_0ᵀ / ‖z_0‖², W_i = W + ΔW(i), bias shift ΔA_i = A(S_i) − A({q}). The
+ΔW(i) = (W (z_i − z_0)) z_0ᵀ / ‖z_0‖², W_i = W + ΔW(i), bias shift ΔA_i = A(S_i) − A({q}) (0
+without the MLP skip). The
 reference's gradient form W_i = W_{i-1} − h ∇L_i (h = 1/‖z_0‖², L_i(W) = tr(Δ_iᵀ W),
 Δ_i = W(z_{i-1} − z_i) z_0ᵀ) telescopes to the same W_i. The step norms
 ‖ΔW(i) − ΔW(i-1)‖_F = ‖W (z_i − z_{i-1})‖ / ‖z_0‖ are reported for i = 1..q. Masked positions
@@ -73,6 +77,8 @@ class BlockWeights:
     ``[d_mlp]``, ``W_out`` ``[d_mlp, d_model]``, ``b_out`` ``[d_model]``; LayerNorm gains/biases
     ``[d_model]`` or None (no norm). `attn_scale` divides q·k; `rotary` is the block's rotary
     module (``apply_rope(q, k)`` on ``[B, H, T, d_head]``) or None for standard positions.
+    `mlp_skip`: the block output is h + MLP(LN2(h)) (True: TransformerLens blocks, the regression
+    family's default) or MLP(LN2(h)) alone (False: the source's block), h = x + attention.
     """
 
     W_Q: Tensor
@@ -95,6 +101,7 @@ class BlockWeights:
     attn_scale: float
     act: Callable[[Tensor], Tensor]
     rotary: nn.Module | None
+    mlp_skip: bool = True
 
     def ln1(self, x: Tensor) -> Tensor:
         return _layer_norm(x, self.ln1_w, self.ln1_b, self.eps)
@@ -109,6 +116,11 @@ class BlockWeights:
         if delta_w_in is not None:
             pre = pre + torch.einsum("bd,bdm->bm", z, delta_w_in)
         return self.act(pre) @ self.W_out + self.b_out
+
+    def output(self, h: Tensor, mlp_out: Tensor) -> Tensor:
+        """Block output ``[..., d_model]`` from the residual after attention h and the MLP output
+        (both ``[..., d_model]``): h + mlp_out with the MLP skip connection, else mlp_out."""
+        return h + mlp_out if self.mlp_skip else mlp_out
 
 
 def _layer_norm(x: Tensor, w: Tensor | None, b: Tensor | None, eps: float) -> Tensor:
@@ -195,6 +207,7 @@ def block_weights(model: nn.Module, layer: int) -> BlockWeights:
             attn_scale=scale if use_scale and scale > 0 else math.sqrt(cfg.d_head),
             act=ACTIVATIONS[(cfg.act_fn or "gelu").lower()],
             rotary=rotary,
+            mlp_skip=bool(getattr(cfg, "mlp_skip", True)),
         )
 
 
@@ -263,11 +276,13 @@ class ImplicitUpdate:
     """The implicit update of block `layer` at `query_pos` (all vectors at the query; B sequences).
 
     resid_pre x, attn_with_context A(C, x), attn_without_context A(x), bias_shift ΔA = their
-    difference, mlp_in_with_context z_C, mlp_in_without_context z_0: ``[B, d_model]``.
+    difference (0 for a block without the MLP skip), mlp_in_with_context z_C,
+    mlp_in_without_context z_0: ``[B, d_model]``.
     delta_w ΔW = (W ΔZ) z_0ᵀ/‖z_0‖² ``[B, d_mlp, d_model]`` (orientation of W = W_inᵀ, which acts
     on z).
     output_with_context h_C + MLP(z_C); output_updated h_0 + MLP with W + ΔW and b_out + ΔA on z_0;
-    output_without_context h_0 + MLP(z_0) (no update): ``[B, d_model]`` from the weights.
+    output_without_context h_0 + MLP(z_0) (no update): ``[B, d_model]`` from the weights (without
+    the MLP skip the h terms drop: MLP(z_C), MLP_{W+ΔW}(z_0), MLP(z_0)).
     resid_post: TransformerLens's ``blocks.{layer}.hook_resid_post`` at q from a normal forward
     ``[B, d_model]`` (the real block output with context).
     """
@@ -315,7 +330,9 @@ def implicit_weight_update(
     h_context, h_alone = x + attn[:, 0], x + attn[:, 1]
     z_context, z_alone = weights.ln2(h_context), weights.ln2(h_alone)
     delta_w = rank_one_update(weights, z_alone, z_context)
-    bias_shift = attn[:, 0] - attn[:, 1]
+    bias_shift = attn[:, 0] - attn[:, 1]  # the MLP skip carries h_C − h_0 = ΔA to the output
+    if not weights.mlp_skip:
+        bias_shift = torch.zeros_like(bias_shift)  # no skip: nothing but MLP(z) reaches the output
     return ImplicitUpdate(
         layer=layer,
         query_pos=q,
@@ -326,9 +343,11 @@ def implicit_weight_update(
         mlp_in_with_context=z_context,
         mlp_in_without_context=z_alone,
         delta_w=delta_w,
-        output_with_context=h_context + weights.mlp(z_context),
-        output_updated=h_alone + bias_shift + weights.mlp(z_alone, delta_w.transpose(-1, -2)),
-        output_without_context=h_alone + weights.mlp(z_alone),
+        output_with_context=weights.output(h_context, weights.mlp(z_context)),
+        output_updated=weights.output(
+            h_alone, weights.mlp(z_alone, delta_w.transpose(-1, -2)) + bias_shift
+        ),
+        output_without_context=weights.output(h_alone, weights.mlp(z_alone)),
         resid_post=resid_post[:, q],
     )
 
@@ -339,7 +358,8 @@ class ContextSteps:
 
     update_left u_i = W (z_i − z_0) ``[B, q+1, d_mlp]`` (i = 0..q, u_0 = 0) and update_right
     z_0/‖z_0‖² ``[B, d_model]``: ΔW(i) = u_i update_rightᵀ (materialise with `delta_w`).
-    bias_shift ΔA_i = A(S_i) − A({q}) ``[B, q+1, d_model]``; mlp_in z_i ``[B, q+1, d_model]``.
+    bias_shift ΔA_i = A(S_i) − A({q}) ``[B, q+1, d_model]`` (0 without the MLP skip); mlp_in z_i
+    ``[B, q+1, d_model]``.
     step_norms ‖ΔW(i) − ΔW(i-1)‖_F ``[B, q]`` for i = 1..q (column i-1).
     """
 
@@ -378,9 +398,99 @@ def token_by_token_updates(
         query_pos=q,
         update_left=left,
         update_right=z_0 / norm_0[:, None].pow(2),
-        bias_shift=attn - attn[:, :1],
+        bias_shift=attn - attn[:, :1] if weights.mlp_skip else torch.zeros_like(attn),
         mlp_in=z,
         step_norms=steps,
+    )
+
+
+def log_log_slope(values: Tensor) -> float:
+    """Least-squares slope of log(values[i-1]) against log(i), i = 1..n, for positive values
+    ``[n]`` (n >= 2)."""
+    require(values.dim() == 1 and len(values) >= 2, "need at least two values", InterpICLError)
+    require(bool((values > 0).all()), "log-log slope needs positive values", InterpICLError)
+    x = torch.log(torch.arange(1, len(values) + 1, dtype=torch.float64))
+    y = torch.log(values.double())
+    x = x - x.mean()
+    return float((x * (y - y.mean())).sum() / (x * x).sum())
+
+
+@dataclass(frozen=True)
+class StepNormSlope:
+    """Log-log slope of the mean step norm against the context size i, with a bootstrap over
+    tasks: `slope` (of the mean over all tasks), `stderr` (standard deviation of the bootstrap
+    slopes), `low`/`high` (percentile interval at `level`), `n_tasks`, `n_boot`."""
+
+    slope: float
+    stderr: float
+    low: float
+    high: float
+    level: float
+    n_tasks: int
+    n_boot: int
+
+    @property
+    def significantly_negative(self) -> bool:
+        """The slope's whole interval lies below 0."""
+        return self.high < 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "slope": self.slope,
+            "stderr": self.stderr,
+            "low": self.low,
+            "high": self.high,
+            "level": self.level,
+            "n_tasks": self.n_tasks,
+            "n_boot": self.n_boot,
+        }
+
+
+def step_norm_slope(
+    step_norms: Tensor, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> StepNormSlope:
+    """The log-log slope of the mean step norm ‖ΔW(i) − ΔW(i−1)‖_F against i = 1..q and its
+    bootstrap interval.
+
+    step_norms: ``[B, q]`` (`ContextSteps.step_norms`, one row per task, q >= 2, B >= 2). The
+    slope is fitted to log(mean over tasks) vs log(i); `n_boot` resamples of the tasks (with
+    replacement, from a generator seeded with `seed`) give the stderr and the percentile interval.
+    Tasks are the independent unit: the steps of one task are correlated across i, so a
+    regression standard error over the q points would be too small.
+    """
+    require(
+        step_norms.dim() == 2,
+        f"step_norms must be [B, q], got {tuple(step_norms.shape)}",
+        InterpICLError,
+    )
+    n_tasks, q = step_norms.shape
+    require(
+        n_tasks >= 2 and q >= 2,
+        f"need B >= 2 tasks and q >= 2 steps, got {n_tasks}, {q}",
+        InterpICLError,
+    )
+    require(n_boot >= 10, f"n_boot must be at least 10, got {n_boot}", InterpICLError)
+    require(0 < level < 1, f"level must be in (0, 1), got {level}", InterpICLError)
+    steps = step_norms.detach().double().cpu()
+    slope = log_log_slope(steps.mean(0))
+    draws = torch.randint(
+        0, n_tasks, (n_boot, n_tasks), generator=torch.Generator().manual_seed(seed)
+    )
+    means = steps[draws].mean(1)  # [n_boot, q]
+    x = torch.log(torch.arange(1, q + 1, dtype=torch.float64))
+    x = x - x.mean()
+    y = torch.log(means)
+    boot = ((y - y.mean(-1, keepdim=True)) * x).sum(-1) / (x * x).sum()  # [n_boot]
+    tail = (1 - level) / 2
+    low, high = torch.quantile(boot, torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    return StepNormSlope(
+        slope=slope,
+        stderr=float(boot.std()),
+        low=float(low),
+        high=float(high),
+        level=level,
+        n_tasks=n_tasks,
+        n_boot=n_boot,
     )
 
 
@@ -480,7 +590,9 @@ def implicit_update(
     Summary: max_relative_difference, mean_relative_difference_no_update, max_recompute_error,
     delta_w_rank (largest over sequences), max_delta_w_singular_ratio, n_zero_updates (sequences
     whose ΔW is numerically zero), mean norms, dtype and, with `token_by_token`, step_norms (mean
-    over sequences, i = 1..q) and step_norms_non_increasing.
+    over sequences, i = 1..q), step_norms_non_increasing and (when q >= 2, B >= 2 and every mean
+    step is positive) step_norm_slope with its 95% bootstrap interval over sequences
+    step_norm_slope_interval (`step_norm_slope`).
     """
     tokens = check_inputs(model, tokens)
     update = implicit_weight_update(model, tokens, layer, query_pos)
@@ -531,4 +643,8 @@ def implicit_update(
         mean_steps = steps.mean(0)
         summary["step_norms"] = [float(s) for s in mean_steps]
         summary["step_norms_non_increasing"] = bool((mean_steps[1:] <= mean_steps[:-1]).all())
+        if q >= 2 and steps.shape[0] >= 2 and bool((steps.mean(0) > 0).all()):
+            fit = step_norm_slope(steps)
+            summary["step_norm_slope"] = fit.slope
+            summary["step_norm_slope_interval"] = [fit.low, fit.high]
     return PassResult("implicit_update", make_table(rows), summary)

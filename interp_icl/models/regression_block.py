@@ -11,6 +11,11 @@ and TransformerLens's orientation (``x @ W``):
     r_t  ← r_t + f(LN2(r_t) W_in + b_in) W_out + b_out       MLP, f = act_fn (relu by default)
     ŷ_t   = r_t W_U + b_U                                   (linear readout, ``[B, T]``)
 
+With ``mlp_skip=False`` (Dherin et al.'s block, T_W = M_W ∘ A, REFERENCE §4) the MLP line is
+r_t ← f(LN2(r_t) W_in + b_in) W_out + b_out: the MLP output replaces the stream instead of being
+added to it; the attention keeps its skip connection. The default (``mlp_skip=True``) is this
+project's extension.
+
 `predict` returns ŷ at the query (the last position), ``[B]``; `forward` returns the readout of
 every position ``[B, T]`` (only the query's is trained). With ``norm="none"`` LN1 and LN2 are the
 identity. There is no final norm before the readout.
@@ -48,7 +53,7 @@ Hook points (B tasks, T = N + 1 positions, H heads, k = d_head):
     blocks.{l}.mlp.hook_pre              [B, T, d_mlp]     z W_in + b_in
     blocks.{l}.mlp.hook_post             [B, T, d_mlp]     f(pre)
     blocks.{l}.hook_mlp_out              [B, T, d_model]   post W_out + b_out
-    blocks.{l}.hook_resid_post           [B, T, d_model]
+    blocks.{l}.hook_resid_post           [B, T, d_model]   resid_mid + mlp_out (mlp_skip) or mlp_out
 """
 
 from __future__ import annotations
@@ -81,7 +86,8 @@ class RegressionBlockConfig:
     """Sizes and conventions of a `RegressionBlock`, exposed as ``model.cfg``.
 
     d_x: input dimension d (tokens have D = d + 1 entries). n_ctx: largest accepted T = N + 1, or
-    None for any length. normalization_type: "LN" (pre-LN blocks) or None (no norm).
+    None for any length. normalization_type: "LN" (pre-LN blocks) or None (no norm). mlp_skip:
+    whether the MLP output is added to the stream (True) or replaces it (False, the source's block).
     The remaining fields are fixed and exist so that code written for TransformerLens configs
     (`interp_icl.analysis.implicit_update.block_weights`) reads this model the same way.
     """
@@ -96,6 +102,7 @@ class RegressionBlockConfig:
     act_fn: str = "relu"
     n_ctx: int | None = None
     eps: float = 1e-5
+    mlp_skip: bool = True
     d_input: int = field(init=False)
     positional_embedding_type: str = field(default="none", init=False)
     attention_dir: str = field(default="causal", init=False)
@@ -204,13 +211,15 @@ class _Block(nn.Module):
             self.ln2 = nn.Identity()
         self.attn = _Attention(cfg)
         self.mlp = _MLP(cfg)
+        self.mlp_skip = cfg.mlp_skip
         for name in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"):
             setattr(self, f"hook_{name}", HookPoint())
 
     def forward(self, resid: Tensor) -> Tensor:
         resid = self.hook_resid_pre(resid)
         resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid))))
-        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid)))
+        return self.hook_resid_post(resid + mlp_out if self.mlp_skip else mlp_out)
 
 
 class _Embed(nn.Module):
@@ -302,5 +311,6 @@ def build_block(model: BlockConfig, d_vocab: int, n_ctx: int, seed: int) -> Regr
         normalization_type=None if model.norm == "none" else "LN",
         act_fn=model.act_fn,
         n_ctx=n_ctx,
+        mlp_skip=model.mlp_skip,
     )
     return RegressionBlock(cfg, seeded(seed))

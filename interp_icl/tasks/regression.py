@@ -1,6 +1,7 @@
 """In-context linear regression (von Oswald et al. 2023; Garg et al. 2022), REFERENCE §5.
 
-Each sequence draws w ~ N(0, I_d), N points x_i ~ U(-s, s)^d and a query x_q from the same law,
+Each sequence draws w ~ N(0, I_d), N points x_i ~ U(-s, s)^d (``x_dist="uniform"``, the default)
+or N(0, s^2 I_d) (``x_dist="normal"``) and a query x_q from the same law,
 y = <w, x> + noise (noise ~ N(0, sigma^2)). A sequence is stored as the vectors
 ``tokens[b, j] = (x_j, y_j)`` of width ``d + 1`` for the N context points and the query, shape
 ``[batch, N + 1, d + 1]``; the query's last slot holds its true y_q. `model_input` zeroes that slot
@@ -50,7 +51,7 @@ class RegressionTask:
         Draws with `interp_icl.theory.linear_regression_gd.sample_regression`."""
         c = self.config
         task = sample_regression(
-            n, c.n_points, c.x_dim, generator, x_scale=c.x_scale, noise=c.noise
+            n, c.n_points, c.x_dim, generator, x_dist=c.x_dist, x_scale=c.x_scale, noise=c.noise
         )
         context = torch.cat([task.x, task.y[..., None]], dim=-1)
         query = torch.cat([task.x_q, task.y_q[:, None]], dim=-1)
@@ -112,6 +113,7 @@ class RegressionTask:
             "x_dim": c.x_dim,
             "n_points": c.n_points,
             "x_scale": c.x_scale,
+            "x_dist": c.x_dist,
             "noise": c.noise,
             "seq_len": self.seq_len,
         }
