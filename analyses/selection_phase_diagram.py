@@ -15,15 +15,19 @@ non-aligned one (w+ = w− = 0 plus N(0, 0.3²) noise on every position logit, d
 Per setting the theory (`interp_icl.theory.selection.estimate_selection`, 4,000 prior kernels)
 gives both criteria's S* with stderr. Per trained run, on 2,000 fresh sequences:
 
-* p_S over head subsets; the trained S* = the parent offsets copied by the heads of the subset with
-  the largest p_S (each head named by its dominant offset), and that p_S;
+* p_S over head subsets, summed over the subsets whose heads copy the same offsets (each head
+  named by its dominant offset): the weight of each offset set; the trained S* = the offset set
+  with the largest weight (`p_top`), the runner-up, and the weights of the true parents and of
+  each criterion's S*;
 * the selector pass's behavioural selected set (the offsets the layer-2 feature depends on);
 * last-token loss of the model, the Bayes predictor, and the S-gram estimators (add-0.01) of the
   true parents and of each criterion's S*, on the sequences whose target occurs in the context
   (the gih output gives an unseen target probability 0; REFERENCE §1, docs/results.md).
 
 Verdicts: per run, whether each criterion's S* equals the trained S*; per criterion, "predicts the
-trained S* in k of n runs" (and in how many settings the majority of runs) with Wilson intervals.
+trained S* in k of n runs" (and in how many settings the majority of runs) with Wilson intervals,
+over all runs and over the runs whose top offset set carries p >= 0.9 (a run below that spreads
+its weight over several sets, and its "trained S*" is only the largest of them).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ N_KERNELS, N_KERNELS_QUICK = 4000, 200
 N_EVAL, N_EVAL_QUICK = 2000, 200
 N_SELECTOR = 256
 BETA = 0.01  # add-β of the S-gram estimators compared with the model
+CONCENTRATED = 0.9  # a run "selects one set" when its top offset set carries p >= this
 TASK_KEYS = ("task.parents", "task.alpha", "task.weak_parents", "task.weak_parent_prob", "model.max_degree")
 INIT_KEYS = ("model.w_plus", "model.w_minus", "model.rpe_noise")
 QUICK_SETTINGS = 2  # the quick mode trains the first settings of the committed spec only
@@ -136,20 +141,23 @@ def measure_run(run_dir: Path, n_eval: int, predicted: dict[str, str]) -> dict:
     weights = model.subset_weights().detach()
     masses = torch.softmax(model.w_rpe.detach(), dim=-1)  # [H, M]
     offsets = [int(i) + 1 for i in masses.argmax(-1)]
-    order = torch.argsort(weights, descending=True)
-    top, second = int(order[0]), int(order[1]) if len(order) > 1 else None
-    top_heads = model.subsets[top]
-    trained = tuple(sorted({offsets[h] for h in top_heads}))
+    by_offsets: dict[str, float] = {}  # p_S summed over head subsets that copy the same offsets
+    for subset, weight in zip(model.subsets, weights.tolist()):
+        label = set_label({offsets[h] for h in subset}) if subset else "∅"
+        by_offsets[label] = by_offsets.get(label, 0.0) + weight
+    ranked = sorted(by_offsets.items(), key=lambda kv: -kv[1])
+    top_heads = model.subsets[int(weights.argmax())]
     out = {
-        "trained_S*": set_label(trained) if trained else "∅",
-        "p_top": float(weights[top]),
-        "top_heads": set_label(top_heads) if top_heads else "∅",
-        "p_second": float(weights[second]) if second is not None else math.nan,
-        "second_S": (set_label({offsets[h] for h in model.subsets[second]}) or "∅") if second is not None else "",
+        "trained_S*": ranked[0][0],
+        "p_top": ranked[0][1],
+        "second_S": ranked[1][0] if len(ranked) > 1 else "",
+        "p_second": ranked[1][1] if len(ranked) > 1 else math.nan,
+        "p_parents": by_offsets.get(set_label(parents), 0.0),
+        **{f"p_{criterion}_S*": by_offsets.get(label, 0.0) for criterion, label in predicted.items()},
         "head_offsets": " ".join(f"H{h}:{o}({float(masses[h].max()):.2f})" for h, o in enumerate(offsets)),
         "min_copier_mass": min((float(masses[h].max()) for h in top_heads), default=math.nan),
         "a": float(model.a.detach()),
-        "p_S": {(set_label(model.subsets[i]) if model.subsets[i] else "∅"): round(float(w), 4) for i, w in enumerate(weights)},
+        "p_S": dict(ranked),
     }
     batch = task.sample(n_eval, generator(run.config.seed, NAME, "eval"))
     tokens = batch.tokens
@@ -168,8 +176,8 @@ def measure_run(run_dir: Path, n_eval: int, predicted: dict[str, str]) -> dict:
     out["loss_model"] = nll(probs)
     out["loss_bayes"] = nll(task.bayes_probs(batch)[:, -1])
     out["loss_parents_gram"] = nll(sgram_probs(tokens, parents, task.vocab_size, BETA)[:, -1])
-    if trained:
-        out["loss_trained_S*_gram"] = nll(sgram_probs(tokens, trained, task.vocab_size, BETA)[:, -1])
+    trained = offsets_of(out["trained_S*"])  # () for ∅: the in-context unigram
+    out["loss_trained_S*_gram"] = nll(sgram_probs(tokens, trained, task.vocab_size, BETA)[:, -1])
     for criterion, label in predicted.items():
         out[f"loss_{criterion}_S*_gram"] = nll(sgram_probs(tokens, offsets_of(label), task.vocab_size, BETA)[:, -1])
     out["model_over_bayes"] = out["loss_model"] / out["loss_bayes"]
@@ -197,11 +205,12 @@ def main(argv: list[str] | None = None) -> dict:
         predicted = {criterion: match[f"{criterion}.S*"] for criterion in CRITERIA}
         measured = measure_run(run_dir, N_EVAL_QUICK if args.quick else N_EVAL, predicted)
         row.update({k: v for k, v in measured.items() if k != "p_S"})
-        row["p_S"] = " ".join(f"{k}:{v:.3f}" for k, v in sorted(measured["p_S"].items(), key=lambda kv: -kv[1]) if v >= 0.01)
+        row["p_S"] = " ".join(f"{k}:{v:.3f}" for k, v in measured["p_S"].items() if v >= 0.01)
         for criterion in CRITERIA:
             row[f"{criterion}.S*"] = predicted[criterion]
             row[f"{criterion}.predicts"] = predicted[criterion] == row["trained_S*"]
             row[f"{criterion}.predicts_within_ties"] = row["trained_S*"] in {predicted[criterion], *str(match[f"{criterion}.tied"]).split()}
+        row["concentrated"] = row["p_top"] >= CONCENTRATED
         rows.append(row)
     runs = pd.DataFrame(rows)
     agreement = agreement_table(runs)
@@ -240,7 +249,8 @@ def agreement_table(runs: pd.DataFrame) -> pd.DataFrame:
         counts = Counter(group["trained_S*"])
         row = {"setting": setting, "init": init, "n": len(group),
                "trained S* (runs)": ", ".join(f"{s}×{k}" for s, k in counts.most_common()),
-               "p_top mean": group["p_top"].mean(),
+               "p_top mean": group["p_top"].mean(), "p_parents mean": group["p_parents"].mean(),
+               f"runs with p_top >= {CONCENTRATED}": int(group["concentrated"].sum()),
                "model/Bayes mean": group["model_over_bayes"].mean(),
                "loss model": group["loss_model"].mean(), "loss Bayes": group["loss_bayes"].mean(),
                "loss parents-gram": group["loss_parents_gram"].mean()}
@@ -248,6 +258,7 @@ def agreement_table(runs: pd.DataFrame) -> pd.DataFrame:
             k, n = int(group[f"{criterion}.predicts"].sum()), len(group)
             low, high = wilson_interval(k, n)
             row[f"{criterion} S*"] = group[f"{criterion}.S*"].iloc[0]
+            row[f"p[{criterion} S*] mean"] = group[f"p_{criterion}_S*"].mean()
             row[f"{criterion} rate"] = k / n
             row[f"{criterion} interval"] = f"[{low:.2f}, {high:.2f}]"
             row[f"loss {criterion} S*-gram"] = group[f"loss_{criterion}_S*_gram"].mean()
@@ -260,11 +271,16 @@ def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
     paired stderr): runs predicted k of n with a Wilson interval, and the (setting, init) cells
     where more than half the runs agree."""
     rows = []
+    concentrated = runs[runs["concentrated"]]
     for criterion in CRITERIA:
-        for column, counting in ((f"{criterion}.predicts", "S* exactly"), (f"{criterion}.predicts_within_ties", "S* or a tied set")):
-            k, n = int(runs[column].sum()), len(runs)
+        for frame, column, counting in (
+            (runs, f"{criterion}.predicts", "S* exactly"),
+            (runs, f"{criterion}.predicts_within_ties", "S* or a tied set"),
+            (concentrated, f"{criterion}.predicts", f"S* exactly, runs with p_top >= {CONCENTRATED}"),
+        ):
+            k, n = int(frame[column].sum()), len(frame)
             low, high = wilson_interval(k, n)
-            by_setting = runs.groupby(["setting", "init"])[column].mean()
+            by_setting = frame.groupby(["setting", "init"])[column].mean()
             rows.append({"criterion": criterion, "counting": counting, "runs predicted": f"{k} of {n}",
                          "rate": k / n if n else math.nan, "interval": f"[{low:.2f}, {high:.2f}]",
                          "cells (setting × init) where most runs agree": f"{int((by_setting > 0.5).sum())} of {len(by_setting)}"})
