@@ -146,3 +146,39 @@ def test_quick_mode_measures_every_cell(tmp_path, local_ray):
     page = (tmp_path / "data_dependence.html").read_text()
     assert page.count("<section") == 6
     assert json.loads((tmp_path / "data_dependence.json").read_text())["quick"] is True
+
+
+def test_claims_table_on_synthetic_cells_of_the_whole_grid():
+    """Every claim row from made-up per-cell numbers of the committed grid (two seeds each):
+    ICL rises with B, K and falls with α; IWL the other way; α = 1 has both above threshold."""
+    grid = json.loads((ANALYSES / "sweeps" / "data_dependence.json").read_text())
+    zipped = grid["zip"][0]
+    rows = []
+    for i in range(len(grid["axes"][zipped[0]])):
+        setting = {key: grid["axes"][key][i] for key in zipped}
+        bursty = setting["task.p_bursty"] * setting["task.burstiness"]  # 0, 1, 2, 4
+        icl = 0.2 + 0.15 * bursty + 0.02 * math.log2(setting["task.n_classes"]) - 0.2 * setting["task.zipf_alpha"]
+        iwl = 0.9 - 0.05 * math.log2(setting["task.n_classes"]) + 0.3 * setting["task.zipf_alpha"]
+        for seed, noise in ((0, -0.01), (1, 0.01)):
+            rows.append({**setting, "seed": seed, "factor": study.factor_of(setting),
+                         "label": study.setting_label(setting), "short": study.short_label(setting),
+                         "final_icl_accuracy": icl + noise, "final_iwl_accuracy": iwl + noise,
+                         "final_train_accuracy": 0.9, "icl_onset": 1000 if icl > 0.6 else None,
+                         "iwl_onset": None, "icl_learned": icl > 0.6, "iwl_learned": iwl > 0.5,
+                         "memorises_first": False, "icl_threshold": 0.6, "iwl_threshold": 0.5})
+    cells = pd.DataFrame(rows)
+    settings = study.with_setting_columns(study.setting_table(cells), cells)
+    assert len(settings) == 11 and (settings["seeds"] == 2).all()
+    assert settings["final_icl_accuracy_stderr"].round(6).eq(0.01).all()
+    assert settings.loc[settings["short"] == "base", "icl_onset_n"].item() == 2
+    claims = study.claims_table(settings).set_index("claim (paper)")["holds"]
+    assert claims["bursty contexts favour ICL"] is True
+    assert claims["many classes favour ICL"] is True
+    assert claims["few classes favour in-weights learning"] is True
+    assert claims["many rare classes (flat frequencies) favour ICL"] is True
+    assert claims["a skewed (Zipf) class distribution favours in-weights learning"] is True
+    # α = 1: ICL 0.2 + 0.3 + 0.28 - 0.2 = 0.58 < 0.6, so the coexistence claim does not hold
+    assert claims["a Zipf exponent near 1 lets ICL and in-weights learning coexist"] is False
+    assert len(claims) == 8 and claims.iloc[-2:].isna().all()  # the two ε rows are reported only
+    ladder = study.ladder(settings, "burstiness")["short"].tolist()
+    assert ladder == ["p_bursty = 0", "B = 1", "base", "B = 4"]
