@@ -19,6 +19,7 @@ import copy
 import html
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,15 @@ from interp_icl.viz.report import ReportPage, write_page
 ANALYSES = Path(__file__).resolve().parent
 
 
-def parse_args(name: str, description: str, argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(name: str, description: str, argv: list[str] | None = None,
+               extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The shared options (--quick, --out, --workers); `extra` may add a study's own."""
     parser = argparse.ArgumentParser(prog=f"analyses/{name}.py", description=description)
     parser.add_argument("--quick", action="store_true", help="few seeds and steps: the study's mechanics only")
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default analyses/out/{name}[-quick])")
     parser.add_argument("--workers", type=int, default=2, help="cells at a time (default 2)")
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = ANALYSES / "out" / (name + ("-quick" if args.quick else ""))
