@@ -6,7 +6,7 @@ Usage:
 
 The sweep (``analyses/sweeps/standard_gih.json``, run with ``interp-icl sweep``) trains the
 quickstart model (4 heads of 16 per layer, d_model 64, MLP 256, AdamW 6e-3 cosine, batch 32 of
-fresh sequences) for 1,500 steps on parents {1, 2} and {1, 3}, vocabularies d = 3 and 5, with 1
+fresh sequences) for 1,000 steps on parents {1, 2} and {1, 3}, vocabularies d = 3 and 5, with 1
 layer (the control: no two-layer circuit can exist) and 2 layers, 5 seeds each, checkpoints every
 100 steps plus the log-spaced ones. Each cell: training, the analysis passes, the three role
 experiments (`interp_icl.patching.roles`) and the dynamics (half-rise step of each role over every
