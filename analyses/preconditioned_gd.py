@@ -41,14 +41,14 @@ import plotly.graph_objects as go
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _study  # noqa: E402
+import _study
 
-from interp_icl import load_run  # noqa: E402
-from interp_icl.runs import rundir  # noqa: E402
-from interp_icl.seeding import generator  # noqa: E402
-from interp_icl.theory import linear_regression_gd as lr  # noqa: E402
-from interp_icl.theory import preconditioned_gd as pg  # noqa: E402
-from interp_icl.viz.report import ReportPage  # noqa: E402
+from interp_icl import load_run
+from interp_icl.runs import rundir
+from interp_icl.seeding import generator
+from interp_icl.theory import linear_regression_gd as lr
+from interp_icl.theory import preconditioned_gd as pg
+from interp_icl.viz.report import ReportPage
 
 NAME = "preconditioned_gd"
 FAMILIES = ("GD", "PGD", "GD++")
@@ -127,7 +127,7 @@ def measure_run(run_dir: Path, best: dict, quick: bool) -> tuple[dict, list[dict
     with torch.no_grad():
         y_model = predict(ev.x, ev.y, ev.x_q)
         y_model_fit = predict(fit.x, fit.y, fit.x_q)
-    half_se = lambda p: float(0.5 * (p - ev.y_q).pow(2).mean())  # noqa: E731
+    half_se = lambda p: float(0.5 * (p - ev.y_q).pow(2).mean())
     row["loss_model"] = half_se(y_model)
     row["loss_zero"] = half_se(torch.zeros_like(ev.y_q))
     for family in FAMILIES:
@@ -135,7 +135,7 @@ def measure_run(run_dir: Path, best: dict, quick: bool) -> tuple[dict, list[dict
         y_opt = family_predict(family, params, ev.x, ev.y, ev.x_q, layers)
         row[f"loss_{family}_opt"] = half_se(y_opt)
         row[f"dist_{family}_opt"] = lr.prediction_difference(y_model, y_opt).relative_l2
-        opt_predict = lambda x, y, x_q, f=family, p=params: family_predict(f, p, x, y, x_q, layers)  # noqa: E731
+        opt_predict = lambda x, y, x_q, f=family, p=params: family_predict(f, p, x, y, x_q, layers)
         row[f"cos_{family}_opt"] = lr.sensitivity_cosine(predict, opt_predict, ev.x, ev.y, ev.x_q)
         fitted = fit_family(family, fit, y_model_fit, layers)
         y_fitted = family_predict(family, fitted, ev.x, ev.y, ev.x_q, layers)
