@@ -116,7 +116,13 @@ class RegressionConfig(TaskConfigBase):
     (x_i, <w, x_i> + noise) then a query x_q, w ~ N(0, I), noise ~ N(0, noise^2); x (context and
     query) ~ U(-x_scale, x_scale)^x_dim when `x_dist` is "uniform" (the default) or
     N(0, x_scale^2 I) when "normal" (Dherin et al. 2025's x ~ N(0, I) with x_scale 1); tokens are
-    the vectors (x, y), seq_len = n_points + 1; the model predicts y_q."""
+    the vectors (x, y), seq_len = n_points + 1; the model predicts y_q.
+
+    x_condition: anisotropic Gaussian inputs (Ahn et al. 2023), x ~ N(0, Σ) with
+    Σ = x_scale^2 U diag(λ) Uᵀ, eigenvalues λ_k ∝ x_condition^(k/(x_dim-1)) (condition number
+    x_condition, mean eigenvalue 1) and U a random orthogonal basis drawn from `x_basis_seed`
+    (null: the coordinate axes). Needs x_dist "normal"; null (the default) keeps N(0, x_scale^2 I)
+    (`interp_icl.theory.linear_regression_gd.input_covariance`)."""
 
     continuous = True
     name: Literal["regression"] = "regression"
@@ -125,10 +131,30 @@ class RegressionConfig(TaskConfigBase):
     x_scale: float = Field(1.0, gt=0)
     x_dist: Literal["uniform", "normal"] = "uniform"
     noise: float = Field(0.0, ge=0)
+    x_condition: float | None = Field(None, ge=1)
+    x_basis_seed: int | None = Field(0, ge=0)
 
     @property
     def seq_len(self) -> int:
         return self.n_points + 1
+
+    @model_validator(mode="after")
+    def _anisotropic(self) -> RegressionConfig:
+        if self.x_condition is None:
+            require(
+                self.x_basis_seed == 0,
+                "task.x_basis_seed needs task.x_condition (the covariance it rotates); set both",
+            )
+            return self
+        require(
+            self.x_dist == "normal",
+            f"task.x_condition needs task.x_dist 'normal', got {self.x_dist!r}",
+        )
+        require(
+            self.x_dim >= 2 or self.x_condition == 1,
+            f"task.x_condition {self.x_condition} needs x_dim >= 2 (one dimension has condition 1)",
+        )
+        return self
 
 
 class ClassificationConfig(TaskConfigBase):

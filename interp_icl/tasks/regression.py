@@ -1,7 +1,8 @@
 """In-context linear regression (von Oswald et al. 2023; Garg et al. 2022), REFERENCE §5.
 
 Each sequence draws w ~ N(0, I_d), N points x_i ~ U(-s, s)^d (``x_dist="uniform"``, the default)
-or N(0, s^2 I_d) (``x_dist="normal"``) and a query x_q from the same law,
+or N(0, s^2 I_d) (``x_dist="normal"``; with ``x_condition`` N(0, Σ), anisotropic) and a query x_q
+from the same law,
 y = <w, x> + noise (noise ~ N(0, sigma^2)). A sequence is stored as the vectors
 ``tokens[b, j] = (x_j, y_j)`` of width ``d + 1`` for the N context points and the query, shape
 ``[batch, N + 1, d + 1]``; the query's last slot holds its true y_q. `model_input` zeroes that slot
@@ -24,6 +25,7 @@ from interp_icl.tasks.base import Batch
 from interp_icl.theory.linear_regression_gd import (
     bayes_ridge_lambda,
     gd_step_prediction,
+    input_covariance,
     least_squares_prediction,
     optimal_gd_lr,
     ridge_prediction,
@@ -46,12 +48,29 @@ class RegressionTask:
     def seq_len(self) -> int:
         return self.n_points + 1
 
+    def x_covariance(self) -> Tensor | None:
+        """Σ ``[d, d]`` float64 of anisotropic inputs (`x_condition`), None for isotropic x."""
+        c = self.config
+        if c.x_condition is None:
+            return None
+        return input_covariance(c.x_dim, c.x_condition, c.x_basis_seed, c.x_scale)[0]
+
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         """``n`` sequences; tokens ``[n, N + 1, d + 1]`` (query's y slot = y_q), metadata ``w``.
         Draws with `interp_icl.theory.linear_regression_gd.sample_regression`."""
         c = self.config
+        factor = None
+        if c.x_condition is not None:  # x_scale is applied by the draw, so the factor has none
+            factor = input_covariance(c.x_dim, c.x_condition, c.x_basis_seed)[1]
         task = sample_regression(
-            n, c.n_points, c.x_dim, generator, x_dist=c.x_dist, x_scale=c.x_scale, noise=c.noise
+            n,
+            c.n_points,
+            c.x_dim,
+            generator,
+            x_dist=c.x_dist,
+            x_scale=c.x_scale,
+            noise=c.noise,
+            x_factor=factor,
         )
         context = torch.cat([task.x, task.y[..., None]], dim=-1)
         query = torch.cat([task.x_q, task.y_q[:, None]], dim=-1)
@@ -115,5 +134,10 @@ class RegressionTask:
             "x_scale": c.x_scale,
             "x_dist": c.x_dist,
             "noise": c.noise,
+            **(
+                {"x_condition": c.x_condition, "x_basis_seed": c.x_basis_seed}
+                if c.x_condition is not None
+                else {}
+            ),
             "seq_len": self.seq_len,
         }

@@ -82,6 +82,41 @@ class LRSearch(NamedTuple):
 
 
 # ----- tasks ----------------------------------------------------------------------------------
+def input_covariance(
+    d: int,
+    condition: float,
+    basis_seed: int | None = 0,
+    x_scale: float = 1.0,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[Tensor, Tensor]:
+    """(Σ, A) ``[d, d]`` each, Σ = A Aᵀ = x_scale² U diag(λ) Uᵀ, for x = A z with z ~ N(0, I).
+
+    λ_k = c · condition^(k/(d−1)), k = 0..d−1, geometric with condition number `condition` and
+    c chosen so that the mean eigenvalue is 1 (tr Σ = d · x_scale², the isotropic case's trace).
+    U: a random orthogonal matrix (QR of a Gaussian matrix from ``seeded(basis_seed)``, columns
+    signed so that R has a positive diagonal), or the identity when basis_seed is None. Ahn et
+    al.'s code draws x = U D z with a matrix U (``generate_data(..., U, D)``), i.e. Σ = U D² Uᵀ.
+    """
+    from interp_icl.seeding import seeded
+
+    require(d >= 1, f"d must be at least 1, got {d}")
+    require(condition >= 1, f"the condition number must be >= 1, got {condition}")
+    require(d >= 2 or condition == 1, f"one dimension has condition number 1, got {condition}")
+    require(x_scale > 0, f"x_scale must be positive, got {x_scale}")
+    powers = torch.arange(d, dtype=torch.float64) / max(d - 1, 1)
+    eig = float(condition) ** powers
+    eig = eig / eig.mean()
+    if basis_seed is None:
+        basis = torch.eye(d, dtype=torch.float64)
+    else:
+        raw = torch.randn(d, d, generator=seeded(basis_seed), dtype=torch.float64)
+        basis, r = torch.linalg.qr(raw)
+        basis = basis * torch.sign(torch.diagonal(r))[None, :]
+    factor = basis * (x_scale * eig.sqrt())[None, :]
+    sigma = factor @ factor.T
+    return sigma.to(dtype), factor.to(dtype)
+
+
 def sample_regression(
     n_tasks: int,
     n_points: int,
@@ -92,12 +127,14 @@ def sample_regression(
     noise: float = 0.0,
     w_scale: float = 1.0,
     dtype: torch.dtype = torch.float32,
+    x_factor: Tensor | None = None,
 ) -> RegressionSample:
     """`n_tasks` tasks y = wᵀx + ε, w ~ N(0, w_scale² I), ε ~ N(0, noise²), N context points.
 
     x and x_q ~ U(−x_scale, x_scale)^d (``x_dist="uniform"``) or N(0, x_scale² I) ("normal");
     the query target y_q carries noise too. Draw order: w, x, x_q, ε, ε_q, so the same
-    generator state gives the same tasks.
+    generator state gives the same tasks. `x_factor` ``[d, d]`` (normal x only; e.g. the A of
+    `input_covariance` with x_scale 1): x = A z for the normal draw z, so x ~ N(0, x_scale² A Aᵀ).
     """
     require(n_tasks >= 1, f"n_tasks must be at least 1, got {n_tasks}")
     require(n_points >= 1, f"n_points must be at least 1, got {n_points}")
@@ -106,6 +143,10 @@ def sample_regression(
     require(x_scale > 0, f"x_scale must be positive, got {x_scale}")
     require(noise >= 0 and w_scale > 0, f"need noise >= 0 and w_scale > 0, got {noise}, {w_scale}")
     require(dtype.is_floating_point, f"dtype must be floating point, got {dtype}")
+    require(
+        x_factor is None or (x_dist == "normal" and tuple(x_factor.shape) == (d, d)),
+        f"x_factor needs x_dist 'normal' and shape [{d}, {d}]",
+    )
 
     def draw_x(*shape: int) -> Tensor:
         if x_dist == "uniform":
@@ -116,6 +157,9 @@ def sample_regression(
     w = torch.randn(n_tasks, d, generator=generator, dtype=dtype) * w_scale
     x = draw_x(n_tasks, n_points, d)
     x_q = draw_x(n_tasks, d)
+    if x_factor is not None:
+        x = x @ x_factor.to(dtype).T
+        x_q = x_q @ x_factor.to(dtype).T
     eps = torch.randn(n_tasks, n_points, generator=generator, dtype=dtype)
     eps_q = torch.randn(n_tasks, generator=generator, dtype=dtype)
     y = torch.einsum("bnd,bd->bn", x, w) + noise * eps
