@@ -140,9 +140,9 @@ def null_figure(null: pd.DataFrame, trained: pd.DataFrame, threshold: float) -> 
         fig.add_histogram(x=trained["max_non_parent"], name="trained: largest non-parent change", opacity=0.6, nbinsx=20)
         fig.add_histogram(x=trained["max_parent"], name="trained: largest parent change", opacity=0.6, nbinsx=20)
     fig.add_vline(x=threshold, line_dash="dash", annotation_text=f"null q{int(NULL_QUANTILE * 100)} = {threshold:.3f}")
-    fig.add_vline(x=0.1, line_dash="dot", annotation_text="fixed 0.1")
+    fig.add_vline(x=0.1, line_dash="dot", annotation_text="fixed 0.1", annotation_position="bottom right")
     fig.update_layout(barmode="overlay", xaxis_title="relative change of the layer-2 query", yaxis_title="models")
-    data = pd.concat([null.assign(kind="null"), trained.assign(kind="trained")], ignore_index=True)
+    data = pd.concat([null.assign(kind="untrained (step 0)"), trained.assign(kind="trained")], ignore_index=True)
     return fig, data
 
 
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
              + _study.table_html(page, settings, "settings.csv"))
     fig, data = null_figure(null, trained, threshold)
     page.add("null", "Selector threshold from a null distribution",
-             f"<p>Step-0 (untrained) 2-layer models: {len(null)}; 95th percentile of the largest query change "
-             f"of the largest non-parent query change = {threshold:.4f} (fixed threshold until now: 0.1).</p>" + page.figure(fig, "selector_null.csv", data))
+             f"<p>Step-0 (untrained) 2-layer models: {len(null)}; the 95th percentile of their largest "
+             f"non-parent query change is {threshold:.4f} (the fixed threshold until now: 0.1).</p>" + page.figure(fig, "selector_null.csv", data))
     columns = [c for c in runs.columns if c not in ("traceback",)]
     page.add("runs", "Every run", _study.table_html(page, runs[columns], "runs.csv"))
     null_stats = {"n": len(null), "quantile": NULL_QUANTILE, "threshold": threshold,

@@ -70,6 +70,7 @@ def test_standard_gih_quick_mode_derives_the_selector_threshold_from_its_null(tm
                    "dynamics.half_rise.copier"):  # may be undetermined after 40 steps
         assert column in results.columns, column
     assert pd.isna(results.loc[results["model.n_layers"] == 1, "role.copier"]).all()  # no circuit
+    assert not [c for c in results.columns if c.startswith("theory_")]  # analysis.passes leaves it out
     null = summary["selector_null"]
     assert null["n"] == 1 and null["quantile"] == 0.95 and math.isfinite(null["threshold"])
     settings = pd.DataFrame(summary["settings"])
