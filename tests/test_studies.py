@@ -55,7 +55,7 @@ def test_selection_phase_diagram_quick_mode_measures_every_cell(tmp_path):
     assert len(verdicts) == 6  # 2 criteria x (exactly, within ties, concentrated runs only)
     every_run = verdicts[~verdicts["counting"].str.contains("p_top")]
     assert len(every_run) == 4 and every_run["runs predicted"].str.endswith(f"of {n_settings}").all()
-    assert (tmp_path / "selection_phase_diagram.html").read_text().count("<section") == 5
+    assert (tmp_path / "selection_phase_diagram.html").read_text().count("<section") == 6  # search, theory, trained, rates, verdicts, runs
 
 
 def test_standard_gih_quick_mode_derives_the_selector_threshold_from_its_null(tmp_path):

@@ -142,7 +142,7 @@ def _dynamics(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
     (`interp_icl.analysis.dynamics.stage_order`): ``dynamics.half_rise.<role>``,
     ``dynamics.order`` ("selector<classifier<copier"; "=" joins roles that rise at the same
     checkpoint) and ``verdict.stage_order_matches_paper`` (None when undetermined)."""
-    from interp_icl.analysis.dynamics import stage_order
+    from interp_icl.analysis.dynamics import PAPER_STAGE_ORDER, stage_order
     from interp_icl.analysis.pipeline import AnalysisSettings
     from interp_icl.runs import dynamics
 
@@ -153,7 +153,8 @@ def _dynamics(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
         return {"dynamics.order": None}  # no two-layer circuit (a 1-layer model)
     order = stage_order(table, final)
     halves = order["half_rise_step"]
-    out: dict[str, Any] = {f"dynamics.half_rise.{role}": step for role, step in halves.items()}
+    # every role's column, None where its curve is missing (e.g. no head copies yet)
+    out: dict[str, Any] = {f"dynamics.half_rise.{role}": halves.get(role) for role in PAPER_STAGE_ORDER}
     known = sorted((step, role) for role, step in halves.items() if step is not None)
     text = ""
     for i, (step, role) in enumerate(known):
