@@ -17,6 +17,16 @@ from interp_icl.registry import TaskConfigBase, register_task
 MAX_PARENT_CONTEXTS = 1_000_000  # vocab_size ** len(parents) above this is refused
 
 
+def _distinct_sorted(offsets: tuple[int, ...], field: str) -> tuple[int, ...]:
+    """`offsets` sorted; a one-line error naming `field` if any offset repeats."""
+    duplicates = sorted({p for p in offsets if offsets.count(p) > 1})
+    require(
+        not duplicates,
+        f"{field} has duplicate offset(s) {', '.join(map(str, duplicates))}; give each offset once",
+    )
+    return tuple(sorted(offsets))
+
+
 class MarkovConfig(TaskConfigBase):
     """In-context n-gram Markov chain: each sequence draws a fresh kernel
     pi(.|z) ~ Dirichlet(alpha * 1_d) for every parent context z; the first max(parents) tokens are
@@ -44,13 +54,7 @@ class MarkovConfig(TaskConfigBase):
     @field_validator("weak_parents")
     @classmethod
     def _weak_parents(cls, weak: tuple[int, ...]) -> tuple[int, ...]:
-        duplicates = sorted({p for p in weak if weak.count(p) > 1})
-        require(
-            not duplicates,
-            f"task.weak_parents has duplicate offset(s) {', '.join(map(str, duplicates))}; "
-            "give each offset once",
-        )
-        return tuple(sorted(weak))
+        return _distinct_sorted(weak, "task.weak_parents")
 
     @field_validator("parents")
     @classmethod
@@ -60,13 +64,7 @@ class MarkovConfig(TaskConfigBase):
             all(p >= 1 for p in parents),
             f"task.parents must be positive integer offsets, got {list(parents)}",
         )
-        duplicates = sorted({p for p in parents if parents.count(p) > 1})
-        require(
-            not duplicates,
-            f"task.parents has duplicate offset(s) {', '.join(map(str, duplicates))}; "
-            "give each offset once",
-        )
-        return tuple(sorted(parents))
+        return _distinct_sorted(parents, "task.parents")
 
     @model_validator(mode="after")
     def _fits(self) -> MarkovConfig:
