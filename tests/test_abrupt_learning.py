@@ -35,6 +35,21 @@ def _random_points(seed, n, scale=(4.0, 8.0, 20.0)):
     g = torch.Generator().manual_seed(seed)
     return [(torch.rand(n, generator=g, dtype=F64) * 2 - 1) * s for s in scale]
 
+def _check_gradient_by_finite_differences(gradient, loss, seed: int, h: float = 1e-5) -> None:
+    """`gradient(β, α, ξ, N, L)` equals central differences of `loss` (an independent build of
+    the same ℒ) at 6 random points for three (N, L), to 1e-8."""
+    for n_items, n_labels in [(3, 10), (8, 32), (8, 8)]:
+        for b, a, x in zip(*_random_points(seed, 6, scale=(2.0, 4.0, 8.0)), strict=True):
+            point = [float(b), float(a), float(x)]
+            closed = gradient(*point, n_items, n_labels)
+            for i, name in enumerate(al.PARAMETERS):
+                up, down = list(point), list(point)
+                up[i] += h
+                down[i] -= h
+                numeric = (loss(*up, n_items, n_labels) - loss(*down, n_items, n_labels)) / (2 * h)
+                assert float(getattr(closed, name)) == pytest.approx(numeric, abs=1e-8), name
+
+
 
 def _first_step(trajectory, mask):
     hit = trajectory.loc[mask, "step"]
@@ -149,20 +164,7 @@ def test_source_closed_form_gradient_equals_autograd(n_items, n_labels):
 def test_source_closed_form_gradient_equals_central_differences():
     """Independent of autograd and of the implementation: finite differences of the loss built
     from the definitions."""
-    h = 1e-5
-    for n_items, n_labels in [(3, 10), (8, 32), (8, 8)]:
-        for b, a, x in zip(*_random_points(13, 6, scale=(2.0, 4.0, 8.0)), strict=True):
-            point = [float(b), float(a), float(x)]
-            closed = al.gradient(*point, n_items, n_labels)
-            for i, name in enumerate(al.PARAMETERS):
-                up, down = list(point), list(point)
-                up[i] += h
-                down[i] -= h
-                numeric = (
-                    _source_loss_from_definitions(*up, n_items, n_labels)
-                    - _source_loss_from_definitions(*down, n_items, n_labels)
-                ) / (2 * h)
-                assert float(getattr(closed, name)) == pytest.approx(numeric, abs=1e-8), name
+    _check_gradient_by_finite_differences(al.gradient, _source_loss_from_definitions, seed=13)
 
 
 def test_source_is_finite_at_extreme_parameters():
@@ -332,20 +334,7 @@ def test_n_minus_1_closed_form_gradient_equals_autograd(n_items, n_labels):
 
 def test_n_minus_1_closed_form_gradient_equals_central_differences():
     """Independent of autograd: finite differences of the brute-force loss."""
-    h = 1e-5
-    for n_items, n_labels in [(3, 10), (8, 32), (8, 8)]:
-        for b, a, x in zip(*_random_points(3, 6, scale=(2.0, 4.0, 8.0)), strict=True):
-            point = [float(b), float(a), float(x)]
-            closed = old_gradient(*point, n_items, n_labels)
-            for i, name in enumerate(al.PARAMETERS):
-                up, down = list(point), list(point)
-                up[i] += h
-                down[i] -= h
-                numeric = (
-                    _old_brute_force_loss(*up, n_items, n_labels)
-                    - _old_brute_force_loss(*down, n_items, n_labels)
-                ) / (2 * h)
-                assert float(getattr(closed, name)) == pytest.approx(numeric, abs=1e-8), name
+    _check_gradient_by_finite_differences(old_gradient, _old_brute_force_loss, seed=3)
 
 
 def test_n_minus_1_broadcasting_shapes():
