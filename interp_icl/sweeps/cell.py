@@ -146,11 +146,14 @@ def _dynamics(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
     from interp_icl.analysis.pipeline import AnalysisSettings
     from interp_icl.runs import dynamics
 
+    from interp_icl.models import layout
+    from interp_icl.runs import load_run
+
+    if not layout(load_run(run_dir).model).has_circuit:
+        return {"dynamics.order": None}  # no two-layer circuit (a 1-layer model): nothing to order
     settings = AnalysisSettings(passes=("copier", "selector", "classifier"), n_sequences=spec.analysis.n_sequences)
     table, analyses = dynamics(run_dir, "all", settings)
     final = analyses[max(analyses)]
-    if any("skipped" in result.summary for result in final.results.values()):
-        return {"dynamics.order": None}  # no two-layer circuit (a 1-layer model)
     order = stage_order(table, final)
     halves = order["half_rise_step"]
     # every role's column, None where its curve is missing (e.g. no head copies yet)
