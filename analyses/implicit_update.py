@@ -1,25 +1,24 @@
-"""In-context learning as an implicit weight update of one transformer block (Dherin et al. 2025).
+"""In-context learning as an implicit weight update of one transformer block (Dherin et al. 2025),
+as a population study over seeds and both settings (issue 16, part 4).
 
 Usage:
 
-    python analyses/implicit_update.py [--setting extension|source] [--steps N] [--tasks 1024]
-                                       [--out-dir runs] [--report PATH]
+    python analyses/implicit_update.py [--quick] [--out DIR] [--workers 2] [--tasks 1024]
 
-Two settings (REFERENCE §4):
+The sweep (``analyses/sweeps/implicit_update.json``, run with ``interp-icl sweep``) trains seeds
+0, 1, 2 of two settings (REFERENCE §4), one zipped axis group so that each setting is its preset
+exactly (apart from seed and name):
 
-* ``--setting extension`` (default; this project's extension): trains (or reuses)
-  ``<out-dir>/implicit-update`` — the `implicit-update` preset: one pre-LN softmax attention + MLP
-  block *with* skip connections around both (family `block`) on in-context linear regression,
-  d = 5, N = 20, x ~ U(-1, 1)^d, w ~ N(0, I), no noise; 5000 steps; report
-  ``analyses/out/implicit_update.html``.
-* ``--setting source`` (Dherin et al.'s own setting): ``<out-dir>/implicit-update-source`` — the
-  `implicit-update-source` preset: the same block *without the MLP's skip connection*
-  (``mlp_skip=False``, T_W = M_W ∘ A) and without a norm, x ~ N(0, I), w ~ N(0, I); 2500 steps;
-  report ``analyses/out/implicit_update_source.html``. Without the MLP skip the bias shift ΔA is 0.
+* ``extension`` (setting s000; this project's extension) — the `implicit-update` preset: one
+  pre-LN softmax attention + MLP block *with* skip connections around both (family `block`) on
+  in-context linear regression, d = 5, N = 20, x ~ U(-1, 1)^d, w ~ N(0, I), no noise; 5000 steps;
+* ``source`` (setting s001; Dherin et al.'s own setting) — the `implicit-update-source` preset: the
+  same block *without the MLP's skip connection* (``mlp_skip=False``, T_W = M_W ∘ A) and without a
+  norm, x ~ N(0, I), w ~ N(0, I); 2500 steps. Without the MLP skip the bias shift ΔA is 0.
 
-`--steps` overrides the preset's step count. Then, in float64 on `--tasks` fresh tasks (seeded,
-independent of training), with W the MLP's input weight (``blocks.0.mlp.W_in``, ΔW in the
-orientation that multiplies the MLP input z):
+Then, for every finished run, in float64 on `--tasks` fresh tasks (seeded, independent of
+training), with W the MLP's input weight (``blocks.0.mlp.W_in``, ΔW in the orientation that
+multiplies the MLP input z):
 
 (a) **equality**: the model's prediction with the context vs. the model run on the query token
     alone with W + ΔW and b_out + ΔA (`interp_icl.analysis.implicit_update`): max |Δŷ|, both
@@ -41,13 +40,21 @@ orientation that multiplies the MLP input z):
     update: query losses, and the cosine between the two weight changes' effect on the query,
     ΔW z_0 vs. ΔW_FT z_0 (the only part of a weight change the query's prediction sees).
 
-Writes a report (verdict table, figures, data) through the report machinery and prints a summary.
+Per setting, over its runs: how many runs' step-norm slope interval lies wholly below 0, how many
+runs' trained slope is steeper than the untrained control's with disjoint intervals, how many
+runs' growing-context control lies wholly above 0 (the control that shows the check can fail),
+each as k/n with a 95% Wilson interval; the largest equality error and the mean slope.
+
+Writes OUT/implicit_update.html (data in OUT/implicit_update_data/: runs.csv, population.csv,
+fine_tuning.csv and the figures' data for the lowest seed of each setting) and
+OUT/implicit_update.json (see ``analyses/_study.py``). ``--quick`` runs seed 0 of both settings
+for a few steps on a few tasks (`QUICK`, `QUICK_AXES`, `QUICK_TASKS`): the study's mechanics only.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
+import json
 import math
 import sys
 import time
@@ -58,6 +65,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _study
 
 from interp_icl.analysis.implicit_update import (
     BlockWeights,
@@ -70,35 +80,27 @@ from interp_icl.analysis.implicit_update import (
     step_norm_slope,
     token_by_token_updates,
 )
-from interp_icl.config import RunConfig
 from interp_icl.models import build_model
 from interp_icl.presets import implicit_update as implicit_update_preset
 from interp_icl.presets import implicit_update_source as implicit_update_source_preset
-from interp_icl.runs import rundir
-from interp_icl.runs import load_run
+from interp_icl.runs import load_run, rundir
 from interp_icl.seeding import generator
-from interp_icl.runs import open_run
-from interp_icl.viz.report import ReportPage, write_page
+from interp_icl.sweeps import wilson_interval
+from interp_icl.viz.report import ReportPage
 
+NAME = "implicit_update"
 LEARNING_RATES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 N_EPOCHS = 20
 N_COPIES = 64  # tasks checked with state-dict-edited deepcopies
-SETTINGS = {  # --setting -> (preset, default report)
-    "extension": (implicit_update_preset, Path("analyses/out/implicit_update.html")),
-    "source": (implicit_update_source_preset, Path("analyses/out/implicit_update_source.html")),
+N_TASKS = 1024
+SETTINGS = {  # setting -> its preset (the sweep's zipped axes reproduce each exactly)
+    "extension": implicit_update_preset,
+    "source": implicit_update_source_preset,
 }
-
-
-def train_or_reuse(setting: str, steps: int | None, out_dir: Path) -> Path:
-    """The setting's preset run (`steps` overrides its step count when given), trained with the
-    project's trainer (resumed if partial)."""
-    base = SETTINGS[setting][0]().to_dict()
-    if steps is not None:
-        base["train"]["steps"] = steps
-    config = RunConfig.from_dict(base)
-    run = out_dir / config.name
-    open_run(config, run, resume=True).run()
-    return run
+# --quick: seed 0 of both settings, a few steps, a few tasks. The zipped axes keep two values each.
+QUICK = {"train.eval_every": 20, "train.n_eval": 256, "train.warmup_steps": 10}
+QUICK_AXES = {"train.steps": [60, 60], "train.checkpoint_every": [60, 60]}
+QUICK_TASKS = 48
 
 
 SETTING_TEXT = {
@@ -322,7 +324,9 @@ def study(model: nn.Module, tokens: Tensor, task) -> dict:
     }
 
 
-def figures(page: ReportPage, result: dict, n_points: int, zero_loss: float) -> str:
+def figures(page: ReportPage, result: dict, n_points: int, zero_loss: float, prefix: str = "") -> str:
+    """The step-norm and loss-by-examples figures of one run; their data registered as
+    ``<prefix>step_norms.csv`` and ``<prefix>loss_by_examples.csv``."""
     steps = result["dynamics"]["mean_step_norms"]
     norm_data = pd.DataFrame({"context_size": range(1, n_points + 1), "mean_step_norm": steps})
     fig_steps = go.Figure(go.Scatter(x=norm_data["context_size"], y=steps, mode="lines+markers"))
@@ -357,169 +361,170 @@ def figures(page: ReportPage, result: dict, n_points: int, zero_loss: float) -> 
             ),
         ]
     )
-    return page.figure(fig_steps, "step_norms.csv", norm_data) + page.figure(
-        fig_loss, "loss_by_examples.csv", loss_data
+    return page.figure(fig_steps, f"{prefix}step_norms.csv", norm_data) + page.figure(
+        fig_loss, f"{prefix}loss_by_examples.csv", loss_data
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", choices=sorted(SETTINGS), default="extension")
-    parser.add_argument("--steps", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--tasks", type=int, default=1024)
-    parser.add_argument("--out-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--report", type=Path, default=None, help="default: per setting")
-    args = parser.parse_args()
-    report_path = args.report or SETTINGS[args.setting][1]
-    started = time.perf_counter()
-    torch.set_grad_enabled(True)
-    run = train_or_reuse(args.setting, args.steps, args.out_dir)
-    loaded = load_run(run)
+def setting_of(config) -> str:
+    """"extension" or "source", told apart by the MLP skip connection (the sweep's zipped axes
+    change it together with the norm, the x distribution and the step counts)."""
+    return "extension" if config.model.mlp_skip else "source"
+
+
+def measure_run(run_dir: Path, n_tasks: int) -> dict:
+    """One finished cell: `study` on `n_tasks` fresh seeded tasks in float64, the untrained-block
+    and growing-context controls, and the task's baselines."""
+    loaded = load_run(run_dir)
     model, task = loaded.model.double(), loaded.task
-    batch = task.sample(args.tasks, generator(12345, "study", loaded.config.name))
+    batch = task.sample(n_tasks, generator(12345, "study", loaded.config.name))
     tokens = batch.tokens.double()
     result = study(model, tokens, task)
     untrained = build_model(
         loaded.config.model, task.vocab_size, task.seq_len, loaded.config.seed
     ).double()
     controls = step_norm_controls(untrained, model, task.model_input(tokens))
-    baselines = task.baseline_losses(batch)
-    n_points = task.n_points
+    metrics = loaded.metrics().dropna(subset=["eval_loss"])
+    return {
+        "config": loaded.config,
+        "step": loaded.step,
+        "final_eval_loss": float(metrics["eval_loss"].iloc[-1]),
+        "result": result,
+        "controls": controls,
+        "baselines": task.baseline_losses(batch),
+        "n_points": task.n_points,
+    }
+
+
+def run_row(cell: str, measured: dict) -> dict:
+    """The per-run table's row."""
+    config, result, controls = measured["config"], measured["result"], measured["controls"]
     eq, dyn, ft = result["equality"], result["dynamics"], result["fine_tuning"]
     best = ft.loc[ft["loss_one_pass"].idxmin()]
-    best_many = ft.loc[ft[f"loss_{N_EPOCHS}_passes"].idxmin()]
-    steps = dyn["mean_step_norms"]
-    fit = dyn["step_norm_slope"]
-    shrink = fit["high"] < 0  # the slope's whole 95% interval lies below 0
+    fit, fresh, grown = dyn["step_norm_slope"], controls["untrained"], controls["growing_context"]
+    row = {"cell": cell, "setting": setting_of(config), "seed": config.seed, "step": measured["step"],
+           "final_eval_loss": measured["final_eval_loss"],
+           "equality_max_abs_dy": max(eq["max_abs_prediction_difference"],
+                                      eq["max_abs_prediction_difference_copies"]),
+           "delta_w_rank": eq["max_delta_w_rank"]}
+    for label, f in (("slope", fit), ("untrained_slope", fresh), ("growing_slope", grown)):
+        row[label], row[f"{label}_low"], row[f"{label}_high"] = f["slope"], f["low"], f["high"]
+    row.update({
+        "fraction_tasks_shrinking": dyn["fraction_tasks_shrinking"],
+        "ft_best_lr": float(best["lr"]),
+        "ft_best_loss_one_pass": float(best["loss_one_pass"]),
+        "ft_cosine_effect_on_query": float(best["cosine_effect_on_query"]),
+        "icl_loss_all_N": dyn["icl_loss_by_examples"][-1],
+        "zero_loss": measured["baselines"]["zero_loss"],
+        "fine_tune_check": result["fine_tune_check"],
+    })
+    return row
 
-    def slope_text(f: dict) -> str:
-        return f"{f['slope']:.2f} [{f['low']:.2f}, {f['high']:.2f}]"
 
-    pd.set_option("display.width", 200)
-    print(
-        f"setting {args.setting}: run {run} (step {loaded.step}); {args.tasks} fresh tasks, float64"
-    )
-    print("(a) equality:", {k: f"{v:.3g}" for k, v in eq.items()})
-    print(
-        "(b) mean step norms i=1,2,5,10,N:",
-        [f"{steps[i - 1]:.4f}" for i in (1, 2, 5, 10, n_points)],
-        f"log-log slope {slope_text(fit)} (95% bootstrap over tasks)",
-        f"median per-task slope {dyn['median_per_task_slope']:.2f}",
-        f"tasks shrinking {dyn['fraction_tasks_shrinking']:.2f}",
-    )
-    print(
-        "    controls: untrained block",
-        slope_text(controls["untrained"]),
-        "; context growing as i",
-        slope_text(controls["growing_context"]),
-    )
-    print("    ICL loss with i examples:", [f"{v:.3f}" for v in dyn["icl_loss_by_examples"]])
-    print("(c) fine-tuning W by SGD on the context examples:")
-    print(ft.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print("baselines:", {k: f"{v:.4f}" for k, v in baselines.items()})
-    print(f"fine-tune batched vs real model: max |diff| {result['fine_tune_check']:.1e}")
+def rate(flags: pd.Series) -> tuple[str, int, int]:
+    """k/n [95% Wilson interval] of boolean `flags`, with k and n."""
+    k, n = int(flags.astype(bool).sum()), len(flags)
+    low, high = wilson_interval(k, n)
+    return f"{k}/{n} [{low:.2f}, {high:.2f}]", k, n
+
+
+def population_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per setting: the rates over its runs (module docstring), the largest equality
+    error and the mean slope."""
+    rows = []
+    for setting in [s for s in SETTINGS if s in set(runs["setting"])]:
+        group = runs[runs["setting"] == setting]
+        row = {"setting": setting, "n_runs": len(group)}
+        flags = {
+            "slope interval below 0": group["slope_high"] < 0,
+            "steeper than untrained (disjoint)": (group["slope"] < group["untrained_slope"])
+            & (group["slope_high"] < group["untrained_slope_low"]),
+            "growing-context interval above 0": group["growing_slope_low"] > 0,
+        }
+        for label, flag in flags.items():
+            row[label], row[f"{label} k"], _ = rate(flag)
+        row["max equality |Δŷ|"] = float(group["equality_max_abs_dy"].max())
+        row["mean slope"] = float(group["slope"].mean())
+        row["mean untrained slope"] = float(group["untrained_slope"].mean())
+        row["mean growing slope"] = float(group["growing_slope"].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    def extra(parser):
+        parser.add_argument("--tasks", type=int, default=None,
+                            help=f"fresh tasks per run (default {N_TASKS}; --quick: {QUICK_TASKS})")
+
+    args = _study.parse_args(NAME, "In-context learning as an implicit weight update (issue 16)", argv, extra=extra)
+    n_tasks = args.tasks or (QUICK_TASKS if args.quick else N_TASKS)
+    spec = _study.committed_spec(NAME)
+    if args.quick:
+        spec = _study.quick_spec(spec, seeds=[0], config=QUICK, axes=QUICK_AXES)
+    torch.set_grad_enabled(True)
+    sweep, sweep_seconds = _study.run_sweep_command(spec, args.out, args.workers)
+    started = time.perf_counter()
+    dirs = _study.cell_dirs(sweep)
+    measured = {cell: measure_run(run_dir, n_tasks) for cell, run_dir in dirs.items()}
+    runs = pd.DataFrame([run_row(cell, m) for cell, m in measured.items()])
+    population = population_table(runs)
+    fine_tuning = pd.concat([
+        m["result"]["fine_tuning"].assign(cell=cell, setting=setting_of(m["config"]), seed=m["config"].seed)
+        for cell, m in measured.items()
+    ])
+    analysis_seconds = time.perf_counter() - started
 
     page = ReportPage()
-    rows = [
-        (
-            "ŷ with context = ŷ of the query alone with W + ΔW, b_out + ΔA (max |Δŷ|, float64)",
-            (
-                f"{eq['max_abs_prediction_difference']:.1e} (hooks), "
-                f"{eq['max_abs_prediction_difference_copies']:.1e} (edited copies)"
-            ),
-            "equal (≤ 1e-5 relative; exact up to rounding)",
-            eq["max_relative_block_output_difference"] <= 1e-5,
-        ),
-        (
-            "loss with context / query alone with W + ΔW / query alone, no update",
-            (
-                f"{eq['loss_with_context']:.4f} / {eq['loss_updated_without_context']:.4f} / "
-                f"{eq['loss_without_context_no_update']:.4f}"
-            ),
-            "first two equal",
-            abs(eq["loss_with_context"] - eq["loss_updated_without_context"]) <= 1e-9,
-        ),
-        (
-            "rank of ΔW (largest over tasks; σ₂/σ₁ max)",
-            f"{eq['max_delta_w_rank']} ({eq['max_singular_ratio']:.1e})",
-            "1",
-            eq["max_delta_w_rank"] == 1,
-        ),
-        (
-            (
-                "step norms ‖ΔW(i) − ΔW(i−1)‖_F shrink with i (mean over tasks: i = 1 → N; "
-                "log-log slope, 95% bootstrap interval over tasks)"
-            ),
-            f"{steps[0]:.3f} → {steps[-1]:.3f}; slope {slope_text(fit)}",
-            "shrink: interval below 0 (paper: ΔW_i converges)",
-            shrink,
-        ),
-        (
-            (
-                "controls: slope of the untrained block; of the trained block on a context whose "
-                "examples grow as i"
-            ),
-            f"{slope_text(controls['untrained'])}; {slope_text(controls['growing_context'])}",
-            "measured (does the shrinkage need training? can the check fail?)",
-            None,
-        ),
-        (
-            "fine-tuning W by SGD, one pass over the N examples (best lr) vs in context",
-            (
-                f"{best['loss_one_pass']:.4f} (lr {best['lr']:g}) vs "
-                f"{dyn['icl_loss_by_examples'][-1]:.4f}"
-            ),
-            "paper: similar dynamics; measured, no claim of equality",
-            None,
-        ),
-        (
-            f"fine-tuning W, {N_EPOCHS} passes (best lr) vs in context",
-            (
-                f"{best_many[f'loss_{N_EPOCHS}_passes']:.4f} (lr {best_many['lr']:g}) vs "
-                f"{dyn['icl_loss_by_examples'][-1]:.4f}"
-            ),
-            "measured",
-            None,
-        ),
-        (
-            "cosine of ΔW_FT z₀ with ΔW z₀ (effect on the query; best one-pass lr)",
-            f"{best['cosine_effect_on_query']:.3f}",
-            "measured",
-            None,
-        ),
-    ]
-    header = ["quantity", "measured", "paper / expected", "holds"]
-    page.add(
-        "verdicts",
-        "Verdicts",
-        page.verdict_table("verdicts.csv", rows, header)
-        + f"<p>Setting: {args.setting} ({SETTING_TEXT[args.setting]}). "
-        f"{args.tasks} fresh tasks (d = {task.x_dim}, N = {n_points}); model {run} at step "
-        f"{loaded.step}, float64. Zero-predictor loss {baselines['zero_loss']:.4f}, one GD "
-        f"step (best lr) {baselines['gd1_loss']:.4f}, Bayes {baselines['bayes_loss']:.2g}. "
-        "Fine-tuning: W_in alone, SGD one example per step, each example (x_i, 0) seen without "
-        "context with target y_i; learning rate chosen on these tasks (optimistic for "
-        "fine-tuning).</p>",
-    )
-    page.add("figures", "Figures", figures(page, result, n_points, baselines["zero_loss"]))
-    page.data["fine_tuning.csv"] = ft
-    page.data["report.json"] = {
-        "seconds": round(time.perf_counter() - started, 1),
-        "run": str(run),
-        "step": loaded.step,
-        "tasks": args.tasks,
-        "setting": args.setting,
-        "equality": eq,
-        "dynamics": dyn,
-        "step_norm_controls": controls,
-        "baselines": baselines,
-        "fine_tune_check": result["fine_tune_check"],
+    page.add("setting", "Setting", f"<pre>{json.dumps(spec, indent=1)}</pre><ul>"
+             + "".join(f"<li>{s}: {SETTING_TEXT[s]}</li>" for s in SETTINGS)
+             + f"</ul><p>{n_tasks} fresh tasks per run, float64. Sweep {sweep_seconds:.0f} s, "
+             f"analysis {analysis_seconds:.0f} s.</p>")
+    page.add("population", "Per setting", "<p>Step-norm slope: log-log slope of the mean "
+             "‖ΔW(i) − ΔW(i−1)‖_F against i with a 95% bootstrap interval over tasks; rates are "
+             "k/n runs with a 95% Wilson interval. Controls: the block at initialisation (same "
+             "seed) and the trained block on a context whose examples grow as i (the check can "
+             "fail there).</p>" + _study.table_html(page, population, "population.csv"))
+    page.add("runs", "Every run", "<p>equality_max_abs_dy: max |ŷ with context − ŷ of the query "
+             "alone with W + ΔW, b_out + ΔA| (hooks and edited copies); ft_*: fine-tuning W_in by "
+             "SGD, one pass over the N examples, best learning rate on these tasks (optimistic "
+             "for fine-tuning); icl_loss_all_N: the model's loss with all N examples.</p>"
+             + _study.table_html(page, runs, "runs.csv"))
+    page.add("fine_tuning", "Fine-tuning W by SGD, every run and learning rate",
+             _study.table_html(page, fine_tuning, "fine_tuning.csv"))
+    for setting in SETTINGS:
+        cells = runs[runs["setting"] == setting].sort_values("seed")
+        if cells.empty:
+            continue
+        first = cells.iloc[0]
+        m = measured[first["cell"]]
+        page.add(f"figures_{setting}", f"Figures: {setting}, seed {first['seed']}",
+                 figures(page, m["result"], m["n_points"], m["baselines"]["zero_loss"], prefix=f"{setting}_"))
+    summary = {
+        "quick": args.quick,
+        "tasks": n_tasks,
+        "sweep_seconds": sweep_seconds,
+        "analysis_seconds": analysis_seconds,
+        "n_runs": len(runs),
+        "runs": runs.to_dict("records"),
+        "population": population.to_dict("records"),
+        "per_run": {
+            cell: {"equality": m["result"]["equality"], "dynamics": m["result"]["dynamics"],
+                   "step_norm_controls": m["controls"], "baselines": m["baselines"],
+                   "fine_tune_check": m["result"]["fine_tune_check"]}
+            for cell, m in measured.items()
+        },
         "versions": rundir.package_versions(),
     }
-    write_page(page, report_path, "In-context learning as an implicit weight update")
-    print(f"report: {report_path}")
-    return 0
+    path = _study.write_study(page, args.out, NAME, "In-context learning as an implicit weight update", summary)
+    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.float_format", "{:.4g}".format):
+        for _, row in runs.iterrows():
+            print(f"{row['setting']} seed {row['seed']}: slope {row['slope']:.2f} [{row['slope_low']:.2f}, "
+                  f"{row['slope_high']:.2f}], untrained {row['untrained_slope']:.2f}, growing "
+                  f"{row['growing_slope']:.2f}, equality {row['equality_max_abs_dy']:.1e}")
+        print(population.to_string(index=False))
+    print(f"sweep {sweep_seconds:.0f} s, analysis {analysis_seconds:.0f} s; report: {path}")
+    return summary
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -77,3 +77,53 @@ def test_standard_gih_quick_mode_derives_the_selector_threshold_from_its_null(tm
     assert len(settings) == 2 and "selector (null threshold)" in settings.columns
     assert settings.loc[settings["layers"] == 2, "selector (null threshold)"].str.match(r"^\d/1 \[").all()
     assert (tmp_path / "standard_gih.html").exists() and (tmp_path / "standard_gih_data" / "selector_null.csv").exists()
+
+
+def test_implicit_update_sweep_cells_are_the_two_presets():
+    """The committed spec's zipped axes make setting 0 the `implicit-update` preset and setting 1
+    the `implicit-update-source` preset exactly, apart from seed and name."""
+    from interp_icl.presets import PRESETS
+    from interp_icl.sweeps.spec import SweepSpec
+
+    spec = SweepSpec.from_file(ANALYSES / "sweeps" / "implicit_update.json")
+    presets = [PRESETS["implicit-update"](), PRESETS["implicit-update-source"]()]
+    cells = spec.cells()
+    assert len(cells) == 6 and spec.seeds == [0, 1, 2] and spec.do == ["train"]
+    for cell in cells:
+        config, preset = cell.config.to_dict(), presets[cell.index].to_dict()
+        assert config.pop("seed") == cell.seed
+        for key in ("seed", "name"):
+            config.pop(key, None)
+            preset.pop(key)
+        assert config == preset, cell.name
+
+
+def test_implicit_update_quick_mode_measures_both_settings(tmp_path):
+    script = load_script("implicit_update")
+    summary = script.main(["--quick", "--out", str(tmp_path)])
+    results = pd.read_csv(tmp_path / "sweep" / "results.csv")
+    assert len(results) == 2 and set(results["status"]) == {"done"}
+    assert sorted(results["model.mlp_skip"]) == [False, True]
+    assert json.loads((tmp_path / "spec.json").read_text())["seeds"] == [0]
+    assert summary["n_runs"] == 2 and summary["tasks"] == script.QUICK_TASKS
+    runs = pd.DataFrame(summary["runs"])
+    assert sorted(runs["setting"]) == ["extension", "source"] and set(runs["seed"]) == {0}
+    assert (runs["step"] == script.QUICK_AXES["train.steps"][0]).all()
+    for slope in ("slope", "untrained_slope", "growing_slope"):
+        assert runs[slope].map(math.isfinite).all(), slope
+        assert (runs[f"{slope}_low"] <= runs[slope]).all() and (runs[slope] <= runs[f"{slope}_high"]).all()
+    assert runs["equality_max_abs_dy"].map(math.isfinite).all()
+    assert (runs["equality_max_abs_dy"] < 1e-6).all()  # exact algebra in float64: measured ~2e-15
+    assert (runs["delta_w_rank"] == 1).all() and runs["fraction_tasks_shrinking"].between(0, 1).all()
+    for column in ("final_eval_loss", "ft_best_loss_one_pass", "icl_loss_all_N", "zero_loss"):
+        assert (runs[column] > 0).all(), column
+    population = pd.DataFrame(summary["population"])
+    assert sorted(population["setting"]) == ["extension", "source"] and (population["n_runs"] == 1).all()
+    for column in [c for c in population.columns if c.endswith(" k")]:
+        assert population[column].between(0, population["n_runs"]).all(), column
+        assert population[column[:-2]].str.match(r"^\d/1 \[").all(), column
+    assert (population["max equality |Δŷ|"] < 1e-6).all()
+    data = tmp_path / "implicit_update_data"
+    for name in ("runs.csv", "population.csv", "fine_tuning.csv", "extension_step_norms.csv", "source_loss_by_examples.csv"):
+        assert (data / name).exists(), name
+    assert (tmp_path / "implicit_update.html").read_text().count("<section") == 6  # setting, population, runs, fine-tuning, 2 figures
