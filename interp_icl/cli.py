@@ -114,7 +114,7 @@ def _regression_table(final: dict[str, Any], title: str) -> Table:
 @app.command()
 def train(
     config: Optional[Path] = typer.Option(None, "--config", help="JSON run config (see docs)."),
-    preset: Optional[str] = typer.Option(None, help="Start from a named config: quickstart, paper-gih, lsa-gd, implicit-update, icl-classification, abrupt-learning."),
+    preset: Optional[str] = typer.Option(None, help="Start from a named config: " + ", ".join(PRESETS) + "."),
     name: Optional[str] = typer.Option(None, help="Run name (directory under --out-dir)."),
     out_dir: Path = typer.Option(Path("runs"), help="Where run directories live."),
     force: bool = typer.Option(False, help="Overwrite an existing run directory."),

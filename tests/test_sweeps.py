@@ -262,3 +262,12 @@ def test_report_heatmaps_pool_counts_over_the_other_axes(tmp_path):
     rate = by_alpha_heads.set_index(["model.n_heads", "task.alpha"])["rate"]
     # alpha 1.0: 2 heads always hold (4 of 4 cells over lr x seed), 1 head only seed 0 (2 of 4)
     assert rate.loc[(2, 1.0)] == 1.0 and rate.loc[(1, 1.0)] == 0.5 and rate.loc[(1, 0.1)] == 0.0
+
+
+def test_loss_over_bayes_only_where_the_bayes_loss_is_not_zero():
+    from interp_icl.sweeps.cell import _losses
+
+    assert _losses({"eval_loss": 0.5, "bayes_loss": 0.25})["loss_over_bayes"] == 2.0
+    noiseless = _losses({"eval_loss": 0.06, "bayes_loss": 4e-16})  # least squares, no noise
+    assert "loss_over_bayes" not in noiseless and noiseless["bayes_loss"] == 4e-16
+    assert "loss_over_bayes" not in _losses({"eval_loss": 0.06})

@@ -67,11 +67,16 @@ def _steps(cell: Cell, spec: SweepSpec, run_dir: Path) -> dict[str, Any]:
     return out
 
 
+BAYES_LOSS_FLOOR = 1e-9  # below this the Bayes loss is rounding error (noiseless regression: 0)
+
+
 def _losses(final: dict[str, Any]) -> dict[str, Any]:
+    """The final losses; loss / Bayes only where the Bayes loss is not zero up to rounding (a
+    noiseless regression's least-squares loss is ~1e-15, and a ratio to it means nothing)."""
     keys = ("step", "eval_loss", "eval_loss_last", "bayes_loss", "bayes_loss_last",
             "sgram_parents_loss", "unigram_loss", "accuracy", "icl_accuracy", "iwl_accuracy")
     out = {key: final[key] for key in keys if key in final}
-    if "bayes_loss" in final and final["bayes_loss"]:
+    if final.get("bayes_loss") is not None and final["bayes_loss"] > BAYES_LOSS_FLOOR:
         out["loss_over_bayes"] = final["eval_loss"] / final["bayes_loss"]
     return out
 
