@@ -9,15 +9,22 @@ The sweep (``analyses/sweeps/preconditioned_gd.json``, run with ``interp-icl swe
 project's LSA (family `lsa`, full matrices, query excluded as a key) with 1, 2 and 3 layers, 3 seeds
 each, on in-context linear regression with x ~ N(0, Σ), Σ of condition number 10 in a random
 orthogonal basis (`task.x_condition`), d = 5, N = 20, w ~ N(0, I), no noise; Adam, batch 256 of
-fresh tasks, lr 3e-3 with a cosine decay to 0 over 8000 steps, gradient clipping at 1.
+fresh tasks, lr 3e-3 with a cosine decay to 0, gradient clipping at 1; 8000 steps for 1 layer,
+30,000 for 2 and 3 layers (the number of layers, steps and checkpoint spacing are one zip group).
 
 Per depth L the theory (`interp_icl.theory.preconditioned_gd`) fits, on N_FIT fresh tasks in
 float64, the best member of each family for the query targets ("optimal"): L plain GD steps (one
-η), L preconditioned GD steps (Γ_1..Γ_L), L GD++ layers ((η_t, γ_t)); for L = 1 also the closed
-form Γ* = ((N+1)/N Σ + tr Σ/N I)⁻¹. Per trained run, on N_EVAL other fresh tasks:
+η), L preconditioned GD steps (Γ_1..Γ_L), L GD++ layers ((η_t, γ_t)); for L = 1 the PGD optimum
+is the closed form Γ* = ((N+1)/N Σ + tr Σ/N I)⁻¹ (the fit is kept to check it). Ties between
+families (GD++ is GD for L = 1) go to the first of GD, PGD, GD++. Per trained run, on N_EVAL other
+fresh tasks:
 
-* convergence: relative change of the held-out loss over the last 20 % of steps, and the norm of
-  the loss gradient on N_GRAD fresh tasks at the end;
+* convergence: relative change of the held-out loss over the last 20 % of steps, and the loss
+  gradient on N_GRAD fresh tasks at the end against its own sampling noise (`gradient_check`); a
+  run counts as converged when the first is below LOSS_CHANGE_CONVERGED and the second below
+  NOISE_RATIO_CONVERGED;
+* stability of the answer: the checkpoint at 80 % of training against the same optima — is the
+  closest family the same, and how much did the distance to it change;
 * for each family: the relative L2 distance of the model's predictions from the family's optimum,
   the cosine of ∂ŷ/∂x_q with it, and the distance from the family member fitted to the model's own
   predictions (on the fit tasks);
@@ -55,8 +62,11 @@ FAMILIES = ("GD", "PGD", "GD++")
 N_FIT, N_EVAL, N_GRAD = 16384, 8192, 16384
 N_FIT_QUICK, N_EVAL_QUICK, N_GRAD_QUICK = 512, 512, 512
 LAST_SHARE = 0.2  # convergence: relative loss change over this last share of the steps
-QUICK = {"train.steps": 60, "train.eval_every": 20, "train.n_eval": 256, "train.checkpoint_every": 60}
-QUICK_LAYERS = [1, 2]
+LOSS_CHANGE_CONVERGED = 0.02  # |relative loss change| over the last LAST_SHARE below this ...
+NOISE_RATIO_CONVERGED = 2.0  # ... and ‖∇‖ within this many times its sampling noise
+QUICK = {"train.eval_every": 20, "train.n_eval": 256}
+QUICK_AXES = {"model.n_layers": [1, 2], "train.steps": [60, 60], "train.checkpoint_every": [12, 12]}
+QUICK_LAYERS = QUICK_AXES["model.n_layers"]
 
 
 def task_sample(task, n: int, label: str) -> lr.RegressionSample:
@@ -85,9 +95,22 @@ def fit_family(family: str, sample, targets, layers: int):
 
 
 def optima(task, layers: int, n_fit: int) -> dict:
-    """Each family's best member for the query targets, fitted on fresh tasks (per depth)."""
+    """Each family's best member for the query targets, fitted on fresh tasks (per depth). For
+    one layer the PGD optimum is the closed form Γ* (exact for the population, where a fit carries
+    sampling error); the fit is kept as "PGD fitted", to check the closed form against."""
     fit = task_sample(task, n_fit, "fit")
-    return {family: fit_family(family, fit, fit.y_q, layers) for family in FAMILIES}
+    best = {family: fit_family(family, fit, fit.y_q, layers) for family in FAMILIES}
+    if layers == 1:
+        best["PGD fitted"] = best["PGD"]
+        best["PGD"] = pg.optimal_preconditioner(task.x_covariance(), task.config.n_points, task.config.noise)[None]
+    return best
+
+
+def closest_family(distances: dict[str, float], tolerance: float = 1e-6) -> str:
+    """The family with the smallest distance; families within `tolerance` (relative) of it count
+    as tied and the first in FAMILIES order wins (for one layer GD++ is GD: their tie reads GD)."""
+    smallest = min(distances.values())
+    return next(f for f in FAMILIES if distances[f] <= smallest * (1 + tolerance))
 
 
 def convergence(run_dir: Path) -> dict:
@@ -104,14 +127,48 @@ def convergence(run_dir: Path) -> dict:
     }
 
 
-def gradient_norm(model, task, n: int) -> float:
-    """‖∇ of the half squared error‖₂ over all parameters, on `n` fresh tasks, float64."""
+def gradient_check(model, task, n: int) -> dict:
+    """Is the model at a stationary point, as far as `n` fresh tasks can tell?
+
+    g₁, g₂ are the loss gradients (all parameters, float64) on two independent halves of `n` fresh
+    tasks and g = (g₁ + g₂)/2 the gradient on all of them. At a stationary point of the population
+    loss E g = 0, and ‖g‖ and the sampling-noise estimate ‖g₁ − g₂‖/2 have the same expected
+    square (tr Cov(∇ℓ)/n); a ratio ‖g‖ / (‖g₁ − g₂‖/2) well above 1 means a real gradient remains.
+    """
     tokens = task.sample(n, generator(12345, NAME, "grad")).tokens.double()
+    halves = []
+    for part in (tokens[: n // 2], tokens[n // 2:]):
+        model.zero_grad()
+        task.train_loss(model, part).backward()
+        halves.append(torch.cat([p.grad.double().flatten() for p in model.parameters() if p.grad is not None]))
     model.zero_grad()
-    task.train_loss(model, tokens).backward()
-    norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters() if p.grad is not None))
-    model.zero_grad()
-    return float(norm)
+    mean = (halves[0] + halves[1]) / 2
+    noise = float((halves[0] - halves[1]).norm() / 2)
+    return {"gradient_norm": float(mean.norm()), "gradient_noise": noise,
+            "gradient_noise_ratio": float(mean.norm()) / noise}
+
+
+def checkpoint_before_end(run_dir: Path) -> int:
+    """The saved checkpoint nearest to (1 − LAST_SHARE) of the run's last step."""
+    steps = rundir.resolve_steps(run_dir, "all")
+    return min(steps, key=lambda step: abs(step - (1 - LAST_SHARE) * steps[-1]))
+
+
+def earlier_verdict(run_dir: Path, best: dict, ev, layers: int, final: dict) -> dict:
+    """Would stopping LAST_SHARE earlier change the answer? The checkpoint at 80 % of training
+    against each family's optimum, on the same evaluation tasks: loss, distances, closest family."""
+    step = checkpoint_before_end(run_dir)
+    predict = lr.lsa_predictor(load_run(run_dir, step=step).model.double().eval())
+    with torch.no_grad():
+        y_model = predict(ev.x, ev.y, ev.x_q)
+    row = {"step_80%": step, "loss_model_80%": float(0.5 * (y_model - ev.y_q).pow(2).mean())}
+    for family in FAMILIES:
+        y_opt = family_predict(family, best[family], ev.x, ev.y, ev.x_q, layers)
+        row[f"dist_{family}_opt_80%"] = lr.prediction_difference(y_model, y_opt).relative_l2
+    row["closest_opt_80%"] = closest_family({f: row[f"dist_{f}_opt_80%"] for f in FAMILIES})
+    row["verdict_same_at_80%"] = row["closest_opt_80%"] == final["closest_opt"]
+    row["dist_closest_change_80%_to_end"] = final[f"dist_{final['closest_opt']}_opt"] - row[f"dist_{final['closest_opt']}_opt_80%"]
+    return row
 
 
 def measure_run(run_dir: Path, best: dict, quick: bool) -> tuple[dict, list[dict]]:
@@ -120,7 +177,9 @@ def measure_run(run_dir: Path, best: dict, quick: bool) -> tuple[dict, list[dict
     model, task = run.model.double().eval(), run.task
     layers, n_points = run.config.model.n_layers, task.config.n_points
     row = {"layers": layers, "seed": run.config.seed, **convergence(run_dir)}
-    row["gradient_norm"] = gradient_norm(model, task, N_GRAD_QUICK if quick else N_GRAD)
+    row.update(gradient_check(model, task, N_GRAD_QUICK if quick else N_GRAD))
+    row["converged"] = bool(abs(row["relative_change_last_20%"]) < LOSS_CHANGE_CONVERGED
+                            and row["gradient_noise_ratio"] < NOISE_RATIO_CONVERGED)
     fit = task_sample(task, N_FIT_QUICK if quick else N_FIT, "fit")
     ev = task_sample(task, N_EVAL_QUICK if quick else N_EVAL, "eval")
     predict = lr.lsa_predictor(model)
@@ -140,8 +199,9 @@ def measure_run(run_dir: Path, best: dict, quick: bool) -> tuple[dict, list[dict
         fitted = fit_family(family, fit, y_model_fit, layers)
         y_fitted = family_predict(family, fitted, ev.x, ev.y, ev.x_q, layers)
         row[f"dist_{family}_fit"] = lr.prediction_difference(y_model, y_fitted).relative_l2
-    row["closest_opt"] = min(FAMILIES, key=lambda f: row[f"dist_{f}_opt"])
-    row["closest_fit"] = min(FAMILIES, key=lambda f: row[f"dist_{f}_fit"])
+    row["closest_opt"] = closest_family({f: row[f"dist_{f}_opt"] for f in FAMILIES})
+    row["closest_fit"] = closest_family({f: row[f"dist_{f}_fit"] for f in FAMILIES})
+    row.update(earlier_verdict(run_dir, best, ev, layers, row))
 
     learned, x_update = pg.learned_preconditioners(model, n_points)
     sigma = task.x_covariance()
@@ -179,6 +239,9 @@ def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
         row["closest optimum (runs)"] = ", ".join(f"{k}×{v}" for k, v in group["closest_opt"].value_counts().items())
         row["closest fitted (runs)"] = ", ".join(f"{k}×{v}" for k, v in group["closest_fit"].value_counts().items())
         row["max rel. change last 20%"] = group["relative_change_last_20%"].abs().max()
+        row["max ‖∇‖ / noise"] = group["gradient_noise_ratio"].max()
+        row["converged (runs)"] = f"{int(group['converged'].sum())}/{len(group)}"
+        row["closest optimum the same at 80% (runs)"] = f"{int(group['verdict_same_at_80%'].sum())}/{len(group)}"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -188,15 +251,17 @@ def theory_table(best_by_depth: dict, task) -> pd.DataFrame:
     n = task.config.n_points
     closed = pg.optimal_preconditioner(sigma, n, task.config.noise)
     eye = torch.eye(sigma.shape[0], dtype=torch.float64)
+    one_step = best_by_depth[1]["PGD fitted"] if 1 in best_by_depth else None
     rows = [{"depth": 1, "what": "closed-form Γ* (Ahn et al. Thm 1)", "cos with I": pg.matrix_cosine(closed, eye),
              "cos with Σ⁻¹": pg.matrix_cosine(closed, torch.linalg.inv(sigma)),
-             "cos with fitted 1-step Γ": pg.matrix_cosine(closed, best_by_depth[1]["PGD"][0]) if 1 in best_by_depth else float("nan"),
+             "cos with fitted 1-step Γ": pg.matrix_cosine(closed, one_step[0]) if one_step is not None else float("nan"),
              "population loss": pg.pgd_population_loss(closed, sigma, n, task.config.noise)}]
     for depth, best in best_by_depth.items():
         for layer, gamma in enumerate(best["PGD"]):
-            rows.append({"depth": depth, "what": f"fitted optimal Γ_{layer + 1}", "cos with I": pg.matrix_cosine(gamma, eye),
+            what = "optimal Γ_1 = the closed-form Γ*" if depth == 1 else f"fitted optimal Γ_{layer + 1}"
+            rows.append({"depth": depth, "what": what, "cos with I": pg.matrix_cosine(gamma, eye),
                          "cos with Σ⁻¹": pg.matrix_cosine(gamma, torch.linalg.inv(sigma)),
-                         "cos with fitted 1-step Γ": pg.matrix_cosine(gamma, best_by_depth[min(best_by_depth)]["PGD"][0]),
+                         "cos with fitted 1-step Γ": pg.matrix_cosine(gamma, one_step[0]) if one_step is not None else float("nan"),
                          "population loss": float("nan")})
         rows.append({"depth": depth, "what": f"GD η = {best['GD']:.4g}; GD++ (η, γ) = "
                      + "; ".join(f"({e:.3g}, {g:.3g})" for e, g in best["GD++"].tolist()),
@@ -221,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = _study.parse_args(NAME, "LSAs vs preconditioned GD, GD++ and GD (issue 16)", argv)
     spec = _study.committed_spec(NAME)
     if args.quick:
-        spec = _study.quick_spec(spec, seeds=[0], config=QUICK, axes={"model.n_layers": QUICK_LAYERS})
+        spec = _study.quick_spec(spec, seeds=[0], config=QUICK, axes=QUICK_AXES)
     sweep, sweep_seconds = _study.run_sweep_command(spec, args.out, args.workers)
     started = time.perf_counter()
     dirs = _study.cell_dirs(sweep)

@@ -203,7 +203,7 @@ def test_quick_mode_measures_every_cell_against_every_family(tmp_path, local_ray
     summary = script.main(["--quick", "--out", str(tmp_path)])
     committed = json.loads((ANALYSES / "sweeps" / "preconditioned_gd.json").read_text())
     assert committed["axes"]["task.x_condition"][0] >= 10 and len(committed["seeds"]) >= 2
-    assert committed["axes"]["model.n_layers"] == [1, 2, 3]
+    assert sorted(committed["axes"]["model.n_layers"]) == [1, 2, 3]
     spec = json.loads((tmp_path / "spec.json").read_text())
     assert spec["seeds"] == [0] and spec["axes"]["model.n_layers"] == script.QUICK_LAYERS
     results = pd.read_csv(tmp_path / "sweep" / "results.csv")
@@ -217,6 +217,12 @@ def test_quick_mode_measures_every_cell_against_every_family(tmp_path, local_ray
     assert (runs["dist_PGD_fit"] <= runs["dist_GD_fit"] + 1e-9).all()
     assert (runs["dist_GD++_fit"] <= runs["dist_GD_fit"] + 1e-9).all()
     assert set(runs["closest_opt"]) <= set(script.FAMILIES) and runs["gradient_norm"].gt(0).all()
+    # convergence: the gradient against its own sampling noise, and the answer 20 % earlier
+    assert runs["gradient_noise"].gt(0).all() and runs["gradient_noise_ratio"].gt(0).all()
+    assert runs["converged"].isin([True, False]).all()
+    assert (runs["step_80%"] == 48).all() and (runs["final_step"] == 60).all()  # checkpoints every 12
+    assert set(runs["closest_opt_80%"]) <= set(script.FAMILIES)
+    assert (runs["verdict_same_at_80%"] == (runs["closest_opt_80%"] == runs["closest_opt"])).all()
     layers = pd.read_csv(tmp_path / "preconditioned_gd_data" / "layers.csv")
     assert len(layers) == sum(script.QUICK_LAYERS)
     verdicts = pd.DataFrame(summary["verdicts"])
@@ -224,3 +230,25 @@ def test_quick_mode_measures_every_cell_against_every_family(tmp_path, local_ray
     theory = pd.DataFrame(summary["theory"])
     assert theory["what"].str.startswith("closed-form").sum() == 1
     assert (tmp_path / "preconditioned_gd.html").read_text().count("<section") == 6
+
+
+def test_gradient_check_tells_the_optimum_from_a_point_beside_it():
+    """The study's convergence check against a point whose answer is known: the 1-layer LSA built
+    with the closed-form optimum Γ* is the population optimum of one PGD step (w ~ N(0, I), no
+    noise), so its gradient on fresh tasks is sampling noise (ratio near 1); at 0.8 Γ* a real
+    gradient remains (ratio far above 1). The same tasks for both."""
+    script = load_script("preconditioned_gd")
+    task = make_task(TaskConfig(name="regression", x_dim=3, n_points=7, x_dist="normal", x_condition=10.0))
+    gamma = pg.optimal_preconditioner(task.x_covariance(), 7)
+    ratios = {}
+    for scale in (1.0, 0.8):
+        model = LinearSelfAttention.from_weights(pg.pgd_construction(scale * gamma, n_points=7)).double()
+        ratios[scale] = script.gradient_check(model, task, 65536)["gradient_noise_ratio"]
+    assert ratios[1.0] < script.NOISE_RATIO_CONVERGED < 10 < ratios[0.8]
+
+
+def test_closest_family_reads_a_tie_as_the_simpler_family():
+    script = load_script("preconditioned_gd")
+    assert script.closest_family({"GD": 0.5, "PGD": 0.2, "GD++": 0.3}) == "PGD"
+    assert script.closest_family({"GD": 0.59, "PGD": 0.64, "GD++": 0.59 * (1 - 1e-9)}) == "GD"  # 1 layer: GD++ is GD
+    assert script.closest_family({"GD": 0.5, "PGD": 0.2, "GD++": 0.19}) == "GD++"
