@@ -2,14 +2,13 @@
 
 Usage:
 
-    python analyses/linear_attention_gd.py [--layers 1 2 3] [--steps 5000] [--out-dir runs]
-                                           [--report analyses/out/linear_attention_gd.html]
+    python analyses/linear_attention_gd.py [--quick] [--out DIR] [--workers 2]
 
-For each number of layers L it trains (or reuses) the run ``<out-dir>/lsa-gd-L<L>`` with the
-project's trainer — the `lsa-gd` preset (d = 10, N = 10, x ~ U(-1, 1)^d, w ~ N(0, I), no noise,
-Adam lr 1e-3, batch 256, fresh tasks every step) with `n_layers = L` — then compares the trained
-model with L steps of gradient descent from W = 0 on 4096 fresh tasks (seeded, independent of
-training):
+The sweep (``analyses/sweeps/linear_attention_gd.json``, run with ``interp-icl sweep``) trains the
+`lsa-gd` preset (d = 10, N = 10, x ~ U(-1, 1)^d, w ~ N(0, I), no noise, Adam lr 1e-3, batch 256,
+fresh tasks every step, 5000 steps) with 1, 2 and 3 layers, seeds 0, 1, 2. Each trained model is
+compared with L steps of gradient descent from W = 0 on N_TASKS fresh tasks (seeded, independent
+of training, the same tasks for every run):
 
 - the GD learning rate is fitted to the model's own predictions (`tune_gd_lr`, the paper's way of
   matching a model with GD) and, separately, to the true targets (`optimal_gd_lr`);
@@ -17,14 +16,15 @@ training):
 - the cosine between the models' input sensitivities dy/dx_q (mean over tasks);
 - losses (half squared error) of the model, GD (both learning rates), least squares and zero.
 
-It also checks the constructed 1-layer LSA of `gd_construction` against one GD step on the same
-tasks. Writes a report (verdict table beside the paper's claims, figures) through the report
-machinery, with its data next to it.
+Per depth, over seeds: how many runs have cosine ≥ COSINE_CLAIM with L GD steps (the issue's bar
+for one layer) and how many beat L plain GD steps with the best learning rate, each k/n with a 95%
+Wilson interval. It also checks the constructed 1-layer LSA of `gd_construction` against one GD
+step on the same tasks. Writes OUT/linear_attention_gd.html (verdicts, population, every run,
+figures; data in OUT/linear_attention_gd_data/) and OUT/linear_attention_gd.json. ``--quick``:
+seed 0, 1 and 2 layers, a few steps and tasks — the study's mechanics only.
 """
-
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -34,30 +34,21 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from interp_icl.config import RunConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _study
+
 from interp_icl.models.linear_attention import LinearSelfAttention
-from interp_icl.presets import lsa_gd
-from interp_icl.theory import linear_regression_gd as gd
-from interp_icl.runs import rundir
-from interp_icl.runs import load_run
+from interp_icl.runs import load_run, rundir
 from interp_icl.seeding import generator
-from interp_icl.runs import open_run
-from interp_icl.viz.report import ReportPage, write_page
+from interp_icl.sweeps import wilson_interval
+from interp_icl.theory import linear_regression_gd as gd
+from interp_icl.viz.report import ReportPage
 
-N_TASKS = 4096
+NAME = "linear_attention_gd"
+N_TASKS, N_TASKS_QUICK = 4096, 256
 COSINE_CLAIM = 0.99  # the issue's bar for the 1-layer model ("cosine with GD >= 0.99")
-
-
-def train_or_reuse(layers: int, steps: int, out_dir: Path) -> Path:
-    """The run of `layers` LSA layers, trained with the project's trainer (resumed if partial)."""
-    base = lsa_gd().to_dict()
-    base["name"] = f"lsa-gd-L{layers}"
-    base["model"]["n_layers"] = layers
-    base["train"]["steps"] = steps
-    config = RunConfig.from_dict(base)
-    run = out_dir / config.name
-    open_run(config, run, resume=True).run()
-    return run
+QUICK = {"train.steps": 60, "train.eval_every": 20, "train.n_eval": 256, "train.checkpoint_every": 60}
+QUICK_LAYERS = [1, 2]
 
 
 def compare(run: Path, sample: gd.RegressionSample) -> dict[str, float]:
@@ -103,123 +94,125 @@ def construction_check(sample: gd.RegressionSample, eta: float = 0.5) -> float:
     return float((built - gd.gd_step_prediction(x, y, x_q, eta)).abs().max())
 
 
-def figures(page: ReportPage, results: pd.DataFrame, runs: dict[int, Path]) -> str:
-    curves = make_subplots(rows=1, cols=len(runs), subplot_titles=[f"{k} layer(s)" for k in runs])
+def rate_text(flags: pd.Series) -> str:
+    """k/n [95% Wilson interval] of boolean `flags`."""
+    k, n = int(flags.sum()), len(flags)
+    low, high = wilson_interval(k, n)
+    return f"{k}/{n} [{low:.2f}, {high:.2f}]"
+
+
+def population_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per depth, over seeds: the two claims as rates, and the spread of the measures."""
+    rows = []
+    for layers, group in results.groupby("layers"):
+        rows.append({
+            "layers": layers,
+            "runs": len(group),
+            f"cosine ≥ {COSINE_CLAIM} with L GD steps": rate_text(group["sensitivity_cosine"] >= COSINE_CLAIM),
+            "beats L plain GD steps (best lr)": rate_text(group["loss_model"] < group["loss_gd_best"]),
+            "sensitivity cosine min": group["sensitivity_cosine"].min(),
+            "sensitivity cosine max": group["sensitivity_cosine"].max(),
+            "relative L2 difference max": group["prediction_difference_relative_l2"].max(),
+            "loss model min": group["loss_model"].min(),
+            "loss model max": group["loss_model"].max(),
+            "loss L GD steps, best lr": group["loss_gd_best"].iloc[0],
+        })
+    return pd.DataFrame(rows)
+
+
+def figures(page: ReportPage, results: pd.DataFrame, dirs: dict[str, Path]) -> str:
+    depths = sorted(results["layers"].unique())
+    curves = make_subplots(rows=1, cols=len(depths), subplot_titles=[f"{k} layer(s)" for k in depths])
     frames = []
-    for i, (layers, run) in enumerate(runs.items(), start=1):
-        metrics = pd.DataFrame(rundir.read_metrics(run))
-        frames.append(metrics[["step", "eval_loss", "gd1_loss", "zero_loss"]].assign(layers=layers))
-        for column, name in [("eval_loss", "LSA"), ("gd1_loss", "one GD step (best lr)")]:
-            curves.add_trace(
-                go.Scatter(
-                    x=metrics["step"] + 1,
-                    y=metrics[column],
-                    name=name,
-                    showlegend=i == 1,
-                    line={"color": "#1f77b4" if column == "eval_loss" else "gray"},
-                ),
-                row=1,
-                col=i,
-            )
+    for r in results.itertuples():
+        metrics = pd.DataFrame(rundir.read_metrics(dirs[r.cell]))
+        frames.append(metrics[["step", "eval_loss", "gd1_loss", "zero_loss"]].assign(layers=r.layers, seed=r.seed))
+        col = depths.index(r.layers) + 1
+        curves.add_trace(go.Scatter(x=metrics["step"] + 1, y=metrics["eval_loss"], name=f"LSA seed {r.seed}",
+                                    showlegend=col == 1), row=1, col=col)
+        if r.seed == results["seed"].min():
+            curves.add_trace(go.Scatter(x=metrics["step"] + 1, y=metrics["gd1_loss"], name="one GD step (best lr)",
+                                        showlegend=col == 1, line={"color": "gray", "dash": "dash"}), row=1, col=col)
     curves.update_xaxes(type="log", title_text="step + 1")
     curves.update_yaxes(type="log")
     curves.update_layout(title="held-out loss (half squared error) during training", height=380)
-    bars = go.Figure(
-        go.Bar(
-            x=[f"{k} layer(s)" for k in results["layers"]],
-            y=results["sensitivity_cosine"],
-            text=[f"{v:.4f}" for v in results["sensitivity_cosine"]],
-            textposition="outside",
-        )
-    )
-    bars.add_hline(y=COSINE_CLAIM, line_dash="dash")
-    bars.update_layout(
-        title="cosine(dy/dx_q of the LSA, of k GD steps with the fitted lr)",
-        yaxis_range=[0, 1.05],
-        height=360,
-    )
+    points = go.Figure(go.Scatter(
+        x=[f"{k} layer(s)" for k in results["layers"]], y=results["sensitivity_cosine"], mode="markers",
+        text=[f"seed {s}" for s in results["seed"]], marker={"size": 10},
+    ))
+    points.add_hline(y=COSINE_CLAIM, line_dash="dash")
+    points.update_layout(title="cosine(dy/dx_q of the LSA, of L GD steps with the fitted lr), every run",
+                         yaxis_range=[0, 1.05], height=360)
     return page.figure(curves, "training_curves.csv", pd.concat(frames)) + page.figure(
-        bars, "comparison.csv", results
+        points, "comparison.csv", results
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--out-dir", type=Path, default=Path("runs"))
-    parser.add_argument(
-        "--report", type=Path, default=Path("analyses/out/linear_attention_gd.html")
-    )
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> dict:
+    args = _study.parse_args(NAME, "Do trained linear self-attention models implement gradient descent?", argv)
+    spec = _study.committed_spec(NAME)
+    if args.quick:
+        spec = _study.quick_spec(spec, seeds=[0], config=QUICK, axes={"model.n_layers": QUICK_LAYERS})
+    sweep, sweep_seconds = _study.run_sweep_command(spec, args.out, args.workers)
     started = time.perf_counter()
-    runs = {layers: train_or_reuse(layers, args.steps, args.out_dir) for layers in args.layers}
-    task = load_run(runs[args.layers[0]]).config.task
+    dirs = _study.cell_dirs(sweep)
+    task = load_run(next(iter(dirs.values()))).config.task
     sample = gd.sample_regression(
-        N_TASKS,
+        N_TASKS_QUICK if args.quick else N_TASKS,
         task.n_points,
         task.x_dim,
         generator(12345, "study", "lsa-gd"),
         x_scale=task.x_scale,
     )
-    results = pd.DataFrame([compare(run, sample) for run in runs.values()])
+    rows = []
+    for cell, run_dir in dirs.items():
+        row = compare(run_dir, sample)
+        rows.append({"cell": cell, "seed": load_run(run_dir).config.seed, **row})
+    results = pd.DataFrame(rows).sort_values(["layers", "seed"]).reset_index(drop=True)
+    population = population_table(results)
     construction_error = construction_check(sample)
-    pd.set_option("display.width", 200)
-    print(results.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"constructed 1-layer LSA vs one GD step: max |diff| = {construction_error:.2e}")
+    analysis_seconds = time.perf_counter() - started
 
     page = ReportPage()
-    rows = [
-        (
-            "constructed 1-layer LSA = one GD step (max |Δŷ|, float64)",
-            f"{construction_error:.1e}",
-            "exact (≤ 1e-6)",
-            construction_error <= 1e-6,
-        ),
-    ]
-    for r in results.itertuples():
-        rows.append(
-            (
-                f"{r.layers} layer(s): cosine of input sensitivities with {r.layers} GD step(s)",
-                f"{r.sensitivity_cosine:.4f}",
-                "≈ 1 (paper); ≥ 0.99 for 1 layer (issue)",
-                r.sensitivity_cosine >= COSINE_CLAIM if r.layers == 1 else None,
-            )
-        )
-        rows.append(
-            (
-                f"{r.layers} layer(s): prediction difference (relative L2)",
-                f"{r.prediction_difference_relative_l2:.4f}",
-                "small (paper: GD and LSA align)",
-                None,
-            )
-        )
-        rows.append(
-            (
-                f"{r.layers} layer(s): loss model / GD with its best lr",
-                f"{r.loss_model:.4f} / {r.loss_gd_best:.4f}",
-                "1 layer ≈ 1 GD step; more layers beat one step",
-                None,
-            )
-        )
-    header = ["quantity", "measured", "paper / expected", "holds"]
-    page.add(
-        "verdicts",
-        "Verdicts",
-        page.verdict_table("verdicts.csv", rows, header)
-        + f"<p>{N_TASKS} fresh tasks; GD learning rate fitted to each model's predictions "
-        "(tune_gd_lr). The ≥ 0.99 bar is the issue's acceptance for 1 layer.</p>",
-    )
-    page.add("figures", "Figures", figures(page, results, runs))
-    page.data["report.json"] = {
-        "seconds": round(time.perf_counter() - started, 1),
-        "runs": {k: str(v) for k, v in runs.items()},
+    verdicts = [(
+        "constructed 1-layer LSA = one GD step (max |Δŷ|, float64)",
+        f"{construction_error:.1e}",
+        "exact (≤ 1e-6)",
+        construction_error <= 1e-6,
+    )]
+    for _, r in population.iterrows():
+        layers = int(r["layers"])
+        cosine_rate, beats_rate = r[f"cosine ≥ {COSINE_CLAIM} with L GD steps"], r["beats L plain GD steps (best lr)"]
+        verdicts.append((f"{layers} layer(s): runs with cosine ≥ {COSINE_CLAIM} with {layers} GD step(s)",
+                         cosine_rate, "≈ 1 (paper); ≥ 0.99 for 1 layer (issue)", None))
+        verdicts.append((f"{layers} layer(s): runs whose loss beats {layers} plain GD step(s) with the best lr",
+                         beats_rate, "1 layer ≈ 1 GD step; more layers beat plain GD (GD++, PGD)", None))
+    page.add("verdicts", "Verdicts",
+             page.verdict_table("verdicts.csv", verdicts, ["quantity", "measured", "paper / expected", "holds"])
+             + f"<p>{len(sample[0])} fresh tasks; GD learning rate fitted to each model's predictions "
+             f"(tune_gd_lr); rates are k/n runs with a 95% Wilson interval. Sweep {sweep_seconds:.0f} s, "
+             f"analysis {analysis_seconds:.0f} s.</p>")
+    page.add("population", "Per depth", _study.table_html(page, population, "population.csv"))
+    page.add("runs", "Every run", _study.table_html(page, results, "runs.csv"))
+    page.add("figures", "Figures", figures(page, results, dirs))
+    summary = {
+        "quick": args.quick,
+        "sweep_seconds": sweep_seconds,
+        "analysis_seconds": analysis_seconds,
+        "n_runs": len(results),
+        "construction_error": construction_error,
+        "population": population.to_dict("records"),
+        "runs": results.to_dict("records"),
         "versions": rundir.package_versions(),
     }
-    write_page(page, args.report, "Linear self-attention vs gradient descent")
-    print(f"report: {args.report}")
-    return 0
+    path = _study.write_study(page, args.out, NAME, "Linear self-attention vs gradient descent", summary)
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
+        print(results.drop(columns=["cell"]).to_string(index=False))
+        print(population.to_string(index=False))
+    print(f"constructed 1-layer LSA vs one GD step: max |diff| = {construction_error:.2e}")
+    print(f"sweep {sweep_seconds:.0f} s, analysis {analysis_seconds:.0f} s; report: {path}")
+    return summary
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

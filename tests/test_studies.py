@@ -127,3 +127,23 @@ def test_implicit_update_quick_mode_measures_both_settings(tmp_path):
     for name in ("runs.csv", "population.csv", "fine_tuning.csv", "extension_step_norms.csv", "source_loss_by_examples.csv"):
         assert (data / name).exists(), name
     assert (tmp_path / "implicit_update.html").read_text().count("<section") == 6  # setting, population, runs, fine-tuning, 2 figures
+
+
+def test_linear_attention_gd_quick_mode_compares_every_cell_with_gd(tmp_path):
+    script = load_script("linear_attention_gd")
+    summary = script.main(["--quick", "--out", str(tmp_path)])
+    committed = json.loads((ANALYSES / "sweeps" / "linear_attention_gd.json").read_text())
+    assert sorted(committed["axes"]["model.n_layers"]) == [1, 2, 3] and len(committed["seeds"]) >= 3
+    results = pd.read_csv(tmp_path / "sweep" / "results.csv")
+    assert len(results) == len(script.QUICK_LAYERS) and set(results["status"]) == {"done"}
+    runs = pd.read_csv(tmp_path / "linear_attention_gd_data" / "runs.csv")
+    assert sorted(runs["layers"]) == script.QUICK_LAYERS and (runs["seed"] == 0).all()
+    assert runs["sensitivity_cosine"].between(-1, 1).all() and runs["eta_fitted_to_model"].gt(0).all()
+    # the learning rate fitted to the targets is the best plain GD can do on these tasks
+    assert (runs["loss_gd_best"] <= runs["loss_gd_fitted_to_model"] + 1e-12).all()
+    assert (runs["loss_least_squares"] < 1e-6).all() and runs["loss_zero"].gt(runs["loss_gd_best"]).all()
+    assert summary["construction_error"] < 1e-12  # the constructed layer is one GD step, float64
+    population = pd.DataFrame(summary["population"])
+    assert list(population["layers"]) == script.QUICK_LAYERS
+    assert population["beats L plain GD steps (best lr)"].str.match(r"^[01]/1 \[").all()
+    assert (tmp_path / "linear_attention_gd.html").read_text().count("<section") == 4
