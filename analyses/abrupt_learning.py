@@ -2,22 +2,23 @@
 
 Usage:
 
-    python analyses/abrupt_learning.py [--seeds 0 1 2] [--steps 2000] [--out-dir runs]
-                                       [--no-l-equals-n]
-                                       [--report analyses/out/abrupt_learning.html]
+    python analyses/abrupt_learning.py [--quick] [--out DIR] [--workers 2]
     python analyses/abrupt_learning.py --theory-only   # the phenomenological model only (~5 s)
 
-Every run is trained (or reused, resumed if partial) with the project's trainer, from the
-`abrupt-learning` preset: the paper's task (L = 32 labels, N = 8 pairs, D = 63, ε = 0.1,
-α = 0, bursty with B = 2) and network, with K = 2^14 classes and Adam (lr 1e-3) so that the
-transition happens within a CPU budget (see the preset). Arms, each over `--seeds`:
+The sweep (``analyses/sweeps/abrupt_learning.json``, run with ``interp-icl sweep``) trains the
+`abrupt-learning` preset: the paper's task (L = 32 labels, N = 8 pairs, D = 63, ε = 0.1, α = 0,
+bursty with B = 2) and network, with K = 2^14 classes and Adam (lr 1e-3) so that the transition
+happens within a CPU budget (see the preset), 2000 steps. Arms (one zip group of task.burstiness,
+task.n_labels, model.n_labels; seeds 0, 1, 2 each; `arm_config` builds the same configs):
 
-* ``main``: the preset (``<out-dir>/abrupt-s<seed>``);
-* ``L = N``: B = 1 and L = N = 8 — every context holds all L labels (bursty contexts have
+* ``main`` (setting s000): the preset;
+* ``L = N`` (s001): B = 1 and L = N = 8 — every context holds all L labels (bursty contexts have
   distinct labels), so picking a context label is no better than chance and the slow phase has
-  no gradient to follow (``abrupt-LeqN-s<seed>``);
-* ``L > N control``: B = 1, L = 32, the same budget (``abrupt-B1-s<seed>``), so that the L = N
-  arm differs from a learning one only in L.
+  no gradient to follow;
+* ``L > N control`` (s002): B = 1, L = 32, the same budget, so that the L = N arm differs from a
+  learning one only in L.
+
+``--quick`` trains seed 0 of every arm for a few steps: the study's mechanics only.
 
 Measured per run, from the trainer's evaluations (every 25 steps, 512 fixed sequences per set)
 and from the progress measures at every checkpoint
@@ -42,13 +43,12 @@ beside it: gradient descent from the origin for L = 32 and for L = N = 8. ``--th
 just that, for the source's form and for the named variant ``n_minus_1_reconstruction``, prints
 the growth order, rise steps and final loss, and trains nothing.
 
-Writes a report (verdict table beside the paper's claims, figures, data) through the report
-machinery and prints a summary.
+Writes OUT/abrupt_learning.html (verdict table beside the paper's claims, runs, figures; data in
+OUT/abrupt_learning_data/) and OUT/abrupt_learning.json, and prints a summary.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -56,19 +56,21 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 from plotly.subplots import make_subplots
 
-from interp_icl.runs.analysis import progress_over_checkpoints
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _study
+
 from interp_icl.config import RunConfig
 from interp_icl.curves import crossing_steps, half_rise_step
 from interp_icl.presets import abrupt_learning as abrupt_learning_preset
+from interp_icl.runs import load_run, rundir
+from interp_icl.runs.analysis import progress_over_checkpoints
 from interp_icl.theory import abrupt_learning as phenomenological
-from interp_icl.runs import rundir
-from interp_icl.runs import load_run
-from interp_icl.runs import open_run
-from interp_icl.viz.report import ReportPage, write_page
+from interp_icl.viz.report import ReportPage
 
+NAME = "abrupt_learning"
+QUICK = {"train.steps": 150, "train.eval_every": 25, "train.n_eval": 128, "train.checkpoint_every": 50}
 LEARNED = 0.9  # final ICL accuracy that counts as "learned in context"
 ABRUPT_RATIO = 0.5  # the rise (t90 - t10) may last at most this fraction of the time before it
 N_PROGRESS = 512  # sequences of the progress measures at each checkpoint
@@ -93,10 +95,11 @@ def arm_config(arm: str, seed: int, steps: int) -> RunConfig:
     return RunConfig.from_dict(base)
 
 
-def train_or_reuse(config: RunConfig, out_dir: Path) -> Path:
-    run = out_dir / config.name
-    open_run(config, run, resume=True).run()
-    return run
+def arm_of(config: RunConfig) -> str:
+    """The arm a sweep cell belongs to, read off its task (the spec's zipped axes set them)."""
+    if config.task.n_labels == config.task.n_pairs:
+        return "L = N"
+    return "L > N control" if config.task.burstiness == 1 else "main"
 
 
 def smoothed(curve: pd.Series) -> pd.Series:
@@ -399,39 +402,35 @@ def progress_figure(page: ReportPage, progress: pd.DataFrame) -> str:
     return page.figure(fig, "progress_measures.csv", main)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--out-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--no-l-equals-n", action="store_true", help="skip the L = N arms")
-    parser.add_argument("--report", type=Path, default=Path("analyses/out/abrupt_learning.html"))
-    parser.add_argument(
-        "--theory-only",
-        action="store_true",
-        help="run only the phenomenological model (both variants), print it and train nothing",
-    )
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> dict:
+    def extra(parser) -> None:
+        parser.add_argument("--theory-only", action="store_true",
+                            help="run only the phenomenological model (both variants), print it and train nothing")
+
+    args = _study.parse_args(NAME, "abrupt learning of in-context classification (Reddy 2024)", argv, extra)
     if args.theory_only:
-        for variant in phenomenological.VARIANTS:
-            print("\n".join(theory_lines(phenomenological_runs(variant), variant)))
-        return 0
-    if args.steps < 100:
-        print(f"error: --steps must be at least 100, got {args.steps}", file=sys.stderr)
-        return 2
+        lines = [line for variant in phenomenological.VARIANTS
+                 for line in theory_lines(phenomenological_runs(variant), variant)]
+        print("\n".join(lines))
+        return {"theory": lines}
+    spec = _study.committed_spec(NAME)
+    if args.quick:
+        spec = _study.quick_spec(spec, seeds=[0], config=QUICK)
+    sweep, sweep_seconds = _study.run_sweep_command(spec, args.out, args.workers)
     started = time.perf_counter()
-    arms = ["main"] if args.no_l_equals_n else list(ARMS)
     summaries, curves, progress = [], [], []
-    for arm in arms:
-        for seed in args.seeds:
-            run = train_or_reuse(arm_config(arm, seed, args.steps), args.out_dir)
-            summary, run_curves, run_progress = run_summary(run)
-            summaries.append({"arm": arm, **summary})
-            curves.append(run_curves.assign(arm=arm, seed=seed))
-            progress.append(run_progress.assign(arm=arm, seed=seed))
+    for cell, run in _study.cell_dirs(sweep).items():
+        config = load_run(run).config
+        arm, seed = arm_of(config), config.seed
+        summary, run_curves, run_progress = run_summary(run)
+        summaries.append({"arm": arm, "cell": cell, **summary})
+        curves.append(run_curves.assign(arm=arm, seed=seed))
+        progress.append(run_progress.assign(arm=arm, seed=seed))
     results = pd.DataFrame(summaries)
     theory = phenomenological_runs()
-    seconds = time.perf_counter() - started
+    analysis_seconds = time.perf_counter() - started
+    steps = int(results["steps"].max())
+    seeds = sorted(results["seed"].unique().tolist())
 
     pd.set_option("display.width", 200)
     shown = [
@@ -459,7 +458,8 @@ def main() -> int:
         "Verdicts",
         page.verdict_table("verdicts.csv", rows, header)
         + f"<p>Runs: the <code>abrupt-learning</code> preset (K = 2<sup>14</sup>, Adam lr 1e-3, "
-        f"batch 128), {args.steps} steps, seeds {', '.join(map(str, args.seeds))}. Plateau "
+        f"batch 128), {steps} steps, seeds {', '.join(map(str, seeds))}, trained by "
+        f"<code>interp-icl sweep</code> (sweep {sweep_seconds:.0f} s, analysis {analysis_seconds:.0f} s). Plateau "
         "level: B/N (a random pick among the N/B context labels). Abrupt: the rise from 10 % to "
         f"90 % of the way from B/N to the final accuracy lasts at most {ABRUPT_RATIO:g} × the "
         "steps before it. The phenomenological model is the source text's form, with "
@@ -482,17 +482,21 @@ def main() -> int:
         slug = name.replace(" ", "").replace("=", "_")
         figures += page.figure(fig, f"phenomenological_{slug}.csv", data)
     page.add("figures", "Figures", figures)
-    page.data["report.json"] = {
-        "seconds": round(seconds, 1),
-        "threads": torch.get_num_threads(),
-        "seeds": args.seeds,
-        "steps": args.steps,
+    summary = {
+        "quick": args.quick,
+        "sweep_seconds": sweep_seconds,
+        "analysis_seconds": analysis_seconds,
+        "n_runs": len(results),
+        "steps": steps,
+        "seeds": seeds,
+        "verdicts": [dict(zip(header, row)) for row in rows],
+        "runs": results.to_dict("records"),
         "versions": rundir.package_versions(),
     }
-    write_page(page, args.report, "Abrupt learning in in-context classification")
-    print(f"{seconds:.0f} s; report: {args.report}")
-    return 0
+    path = _study.write_study(page, args.out, NAME, "Abrupt learning in in-context classification", summary)
+    print(f"sweep {sweep_seconds:.0f} s, analysis {analysis_seconds:.0f} s; report: {path}")
+    return summary
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

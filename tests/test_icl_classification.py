@@ -15,6 +15,7 @@ from interp_icl.errors import ConfigError
 from interp_icl.models import build_model, training_module
 from interp_icl.presets import PRESETS
 from interp_icl.runs.analysis import progress_over_checkpoints
+from interp_icl.runs import open_run
 from interp_icl.tasks import is_continuous, make_task
 from interp_icl.tasks.classification import ClassificationTask
 
@@ -446,6 +447,25 @@ def test_study_arms_l_equals_n_gives_no_context_label_advantage():
         assert all(len(set(row.tolist())) == groups for row in labels)
 
 
+def test_study_sweep_cells_are_the_arms():
+    """The committed sweep trains exactly the arms `arm_config` describes (apart from the run
+    name), and `arm_of` reads each cell's arm back."""
+    import json
+    from pathlib import Path
+
+    from interp_icl.sweeps.spec import SweepSpec
+
+    study = load_study()
+    path = Path(__file__).parents[1] / "analyses" / "sweeps" / "abrupt_learning.json"
+    cells = SweepSpec.from_dict(json.loads(path.read_text())).cells()
+    assert len(cells) == 9
+    for cell in cells:
+        arm = study.arm_of(cell.config)
+        expected = study.arm_config(arm, cell.config.seed, 2000).to_dict()
+        assert {**cell.config.to_dict(), "name": None} == {**expected, "name": None}
+    assert [study.arm_of(c.config) for c in cells[::3]] == list(study.ARMS)
+
+
 def test_study_network_learns_abruptly_after_a_slow_phase(tmp_path):
     """The study's main arm, one seed, shortened to 1000 steps (evaluations every 50 steps on 256
     sequences, checkpoints every 100; the training batches are those of the study's run): the
@@ -455,7 +475,8 @@ def test_study_network_learns_abruptly_after_a_slow_phase(tmp_path):
     study = load_study()
     base = study.arm_config("main", 0, 1000).to_dict()
     base["train"].update(eval_every=50, n_eval=256, checkpoint_every=100)
-    run = study.train_or_reuse(RunConfig.from_dict(base), tmp_path)
+    run = tmp_path / "main-s0"
+    open_run(RunConfig.from_dict(base), run, resume=False).run()
     summary, curves, progress = study.run_summary(run)
     plateau = curves[(curves.step >= 300) & (curves.step <= 500)]
     assert plateau.icl_accuracy.between(0.15, 0.35).all()  # the slow phase, chance is 1/32

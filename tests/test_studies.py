@@ -147,3 +147,17 @@ def test_linear_attention_gd_quick_mode_compares_every_cell_with_gd(tmp_path):
     assert list(population["layers"]) == script.QUICK_LAYERS
     assert population["beats L plain GD steps (best lr)"].str.match(r"^[01]/1 \[").all()
     assert (tmp_path / "linear_attention_gd.html").read_text().count("<section") == 4
+
+
+def test_abrupt_learning_quick_mode_summarises_every_arm(tmp_path):
+    script = load_script("abrupt_learning")
+    summary = script.main(["--quick", "--out", str(tmp_path)])
+    results = pd.read_csv(tmp_path / "sweep" / "results.csv")
+    assert len(results) == 3 and set(results["status"]) == {"done"}  # 3 arms x seed 0
+    runs = pd.DataFrame(summary["runs"])
+    assert list(runs["arm"]) == list(script.ARMS) and (runs["seed"] == 0).all()
+    assert (runs["steps"] == script.QUICK["train.steps"]).all()
+    assert runs["final_icl_accuracy"].between(0, 1).all() and runs["final_loss"].gt(0).all()
+    assert list(runs["plateau_accuracy"]) == [2 / 8, 1 / 8, 1 / 8] and list(runs["n_labels"]) == [32, 8, 32]
+    assert len(summary["verdicts"]) >= 4 and summary["n_runs"] == 3
+    assert (tmp_path / "abrupt_learning.html").read_text().count("<section") == 3  # verdicts, runs, figures
