@@ -103,6 +103,16 @@ def table_html(page: ReportPage, frame: pd.DataFrame, name: str, digits: int = 4
     return f'<table><tr>{head}</tr>{body}</table><p class="data">data: {name}</p>'
 
 
+def rate_text(flags: pd.Series) -> str:
+    """"k/n [low, high]" of boolean `flags`: the runs where a claim holds, with the 95% Wilson
+    interval of the rate."""
+    from interp_icl.sweeps import wilson_interval
+
+    k, n = int(flags.astype(bool).sum()), len(flags)
+    low, high = wilson_interval(k, n)
+    return f"{k}/{n} [{low:.2f}, {high:.2f}]"
+
+
 def write_study(page: ReportPage, out: Path, name: str, title: str, summary: dict[str, Any]) -> Path:
     """Write OUT/<name>.html (data in OUT/<name>_data/) and OUT/<name>.json; returns the page path."""
     path = out / f"{name}.html"

@@ -85,7 +85,6 @@ from interp_icl.presets import implicit_update as implicit_update_preset
 from interp_icl.presets import implicit_update_source as implicit_update_source_preset
 from interp_icl.runs import load_run, rundir
 from interp_icl.seeding import generator
-from interp_icl.sweeps import wilson_interval
 from interp_icl.viz.report import ReportPage
 
 NAME = "implicit_update"
@@ -421,13 +420,6 @@ def run_row(cell: str, measured: dict) -> dict:
     return row
 
 
-def rate(flags: pd.Series) -> tuple[str, int, int]:
-    """k/n [95% Wilson interval] of boolean `flags`, with k and n."""
-    k, n = int(flags.astype(bool).sum()), len(flags)
-    low, high = wilson_interval(k, n)
-    return f"{k}/{n} [{low:.2f}, {high:.2f}]", k, n
-
-
 def population_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per setting: the rates over its runs (module docstring), the largest equality
     error and the mean slope."""
@@ -442,7 +434,7 @@ def population_table(runs: pd.DataFrame) -> pd.DataFrame:
             "growing-context interval above 0": group["growing_slope_low"] > 0,
         }
         for label, flag in flags.items():
-            row[label], row[f"{label} k"], _ = rate(flag)
+            row[label], row[f"{label} k"] = _study.rate_text(flag), int(flag.sum())
         row["max equality |Δŷ|"] = float(group["equality_max_abs_dy"].max())
         row["mean slope"] = float(group["slope"].mean())
         row["mean untrained slope"] = float(group["untrained_slope"].mean())

@@ -40,7 +40,6 @@ import _study
 from interp_icl.models.linear_attention import LinearSelfAttention
 from interp_icl.runs import load_run, rundir
 from interp_icl.seeding import generator
-from interp_icl.sweeps import wilson_interval
 from interp_icl.theory import linear_regression_gd as gd
 from interp_icl.viz.report import ReportPage
 
@@ -94,13 +93,6 @@ def construction_check(sample: gd.RegressionSample, eta: float = 0.5) -> float:
     return float((built - gd.gd_step_prediction(x, y, x_q, eta)).abs().max())
 
 
-def rate_text(flags: pd.Series) -> str:
-    """k/n [95% Wilson interval] of boolean `flags`."""
-    k, n = int(flags.sum()), len(flags)
-    low, high = wilson_interval(k, n)
-    return f"{k}/{n} [{low:.2f}, {high:.2f}]"
-
-
 def population_table(results: pd.DataFrame) -> pd.DataFrame:
     """Per depth, over seeds: the two claims as rates, and the spread of the measures."""
     rows = []
@@ -108,8 +100,8 @@ def population_table(results: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "layers": layers,
             "runs": len(group),
-            f"cosine ≥ {COSINE_CLAIM} with L GD steps": rate_text(group["sensitivity_cosine"] >= COSINE_CLAIM),
-            "beats L plain GD steps (best lr)": rate_text(group["loss_model"] < group["loss_gd_best"]),
+            f"cosine ≥ {COSINE_CLAIM} with L GD steps": _study.rate_text(group["sensitivity_cosine"] >= COSINE_CLAIM),
+            "beats L plain GD steps (best lr)": _study.rate_text(group["loss_model"] < group["loss_gd_best"]),
             "sensitivity cosine min": group["sensitivity_cosine"].min(),
             "sensitivity cosine max": group["sensitivity_cosine"].max(),
             "relative L2 difference max": group["prediction_difference_relative_l2"].max(),
