@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _study
 
 from interp_icl.config import RunConfig
-from interp_icl.curves import crossing_steps, half_rise_step
+from interp_icl.curves import crossing_steps, half_rise_step, smoothed
 from interp_icl.presets import abrupt_learning as abrupt_learning_preset
 from interp_icl.runs import load_run, rundir
 from interp_icl.runs.analysis import progress_over_checkpoints
@@ -100,11 +100,6 @@ def arm_of(config: RunConfig) -> str:
     if config.task.n_labels == config.task.n_pairs:
         return "L = N"
     return "L > N control" if config.task.burstiness == 1 else "main"
-
-
-def smoothed(curve: pd.Series) -> pd.Series:
-    """Median of each evaluation and its two neighbours (the ends keep what they have)."""
-    return curve.rolling(3, center=True, min_periods=1).median()
 
 
 def run_summary(run: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:

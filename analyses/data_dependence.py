@@ -47,12 +47,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _study  # noqa: E402
+import _study
 
-from interp_icl.errors import require  # noqa: E402
-from interp_icl.runs import rundir  # noqa: E402
-from interp_icl.sweeps import wilson_interval  # noqa: E402
-from interp_icl.viz.report import ReportPage  # noqa: E402
+from interp_icl.curves import smoothed
+from interp_icl.errors import require
+from interp_icl.runs import rundir
+from interp_icl.sweeps import wilson_interval
+from interp_icl.viz.report import ReportPage
 
 NAME = "data_dependence"
 K512 = "data_dependence_k512"
@@ -72,11 +73,6 @@ QUICK = {"train.steps": 30, "train.eval_every": 5, "train.n_eval": 64, "train.ch
 
 
 # ----------------------------------------------------------------------------- per-cell numbers
-def smoothed(curve: pd.Series) -> pd.Series:
-    """Median of each evaluation and its two neighbours (the ends: of the two they have)."""
-    return curve.rolling(3, center=True, min_periods=1).median()
-
-
 def onset_step(curve: pd.Series, threshold: float) -> int | None:
     """First step (the index of `curve`, ascending) at which the median-of-3 smoothed curve is at
     or above `threshold`; None if it never is (or the curve is empty)."""

@@ -8,6 +8,12 @@ import math
 import pandas as pd
 
 
+def smoothed(curve: pd.Series) -> pd.Series:
+    """Median of each value and its two neighbours (the ends: of the two they have, i.e. their
+    mean); damps one-evaluation spikes before a threshold is looked for."""
+    return curve.rolling(3, center=True, min_periods=1).median()
+
+
 def half_rise_step(curve: pd.Series) -> int | None:
     """First step (index of `curve`) where the curve has covered half its change from the first to
     the last value; None when it has fewer than two values or does not change."""
