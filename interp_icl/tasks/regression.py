@@ -38,6 +38,12 @@ class RegressionTask:
         self.config = config
         self.x_dim = config.x_dim
         self.n_points = config.n_points
+        # (Σ, A) of anisotropic inputs, built once (a QR); None for isotropic x. A has no
+        # x_scale: the draw applies it.
+        self._sigma = self._factor = None
+        if config.x_condition is not None:
+            self._sigma = input_covariance(config.x_dim, config.x_condition, config.x_basis_seed, config.x_scale)[0]
+            self._factor = input_covariance(config.x_dim, config.x_condition, config.x_basis_seed)[1]
 
     @property
     def vocab_size(self) -> int:
@@ -50,18 +56,12 @@ class RegressionTask:
 
     def x_covariance(self) -> Tensor | None:
         """Σ ``[d, d]`` float64 of anisotropic inputs (`x_condition`), None for isotropic x."""
-        c = self.config
-        if c.x_condition is None:
-            return None
-        return input_covariance(c.x_dim, c.x_condition, c.x_basis_seed, c.x_scale)[0]
+        return None if self._sigma is None else self._sigma.clone()
 
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         """``n`` sequences; tokens ``[n, N + 1, d + 1]`` (query's y slot = y_q), metadata ``w``.
         Draws with `interp_icl.theory.linear_regression_gd.sample_regression`."""
         c = self.config
-        factor = None
-        if c.x_condition is not None:  # x_scale is applied by the draw, so the factor has none
-            factor = input_covariance(c.x_dim, c.x_condition, c.x_basis_seed)[1]
         task = sample_regression(
             n,
             c.n_points,
@@ -70,7 +70,7 @@ class RegressionTask:
             x_dist=c.x_dist,
             x_scale=c.x_scale,
             noise=c.noise,
-            x_factor=factor,
+            x_factor=self._factor,
         )
         context = torch.cat([task.x, task.y[..., None]], dim=-1)
         query = torch.cat([task.x_q, task.y_q[:, None]], dim=-1)
