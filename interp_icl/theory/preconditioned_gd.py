@@ -107,7 +107,7 @@ def pgd_construction(gammas: Tensor, n_points: int) -> dict[str, Tensor]:
     (module docstring); feed ``tokens(x, y, x_q)`` to ``LinearSelfAttention.from_weights``."""
     require(n_points >= 1, f"n_points must be at least 1, got {n_points}")
     gammas = torch.as_tensor(gammas)
-    gammas = gammas[None] if gammas.ndim == 2 else gammas
+    gammas = _gammas(gammas, gammas.shape[-1])
     k, d = gammas.shape[0], gammas.shape[-1]
     D = d + 1
     key = torch.zeros(k, D, D, dtype=gammas.dtype)
