@@ -149,10 +149,8 @@ def _dynamics(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
     checkpoint) and ``verdict.stage_order_matches_paper`` (None when undetermined)."""
     from interp_icl.analysis.dynamics import PAPER_STAGE_ORDER, stage_order
     from interp_icl.analysis.pipeline import AnalysisSettings
-    from interp_icl.runs import dynamics
-
     from interp_icl.models import layout
-    from interp_icl.runs import load_run
+    from interp_icl.runs import dynamics, load_run
 
     if not layout(load_run(run_dir).model).has_circuit:
         return {"dynamics.order": None}  # no two-layer circuit (a 1-layer model): nothing to order
