@@ -1,4 +1,5 @@
-"""Speed benchmarks: Markov sampler throughput, training steps/s of the presets, gih epoch time.
+"""Speed benchmarks: Markov sampler throughput, training steps/s of the presets (and of the
+abrupt-learning preset at the data-dependence grid's width 64), gih epoch time.
 
     python benchmarks/speed.py [--threads 2] [--reference PATH] [--json out.json]
 
@@ -23,8 +24,8 @@ from pathlib import Path
 import torch
 
 from interp_icl.models import build_model, training_module
-from interp_icl.presets import DEFAULT_TASK, paper_gih, quickstart
-from interp_icl.tasks import make_task
+from interp_icl.presets import DEFAULT_TASK, abrupt_learning, paper_gih, quickstart
+from interp_icl.tasks import is_continuous, make_task
 from interp_icl.seeding import generator
 from interp_icl.training.trainer import loss_on, make_optimizer
 
@@ -70,7 +71,10 @@ def train_step_rate(config, repeats: int) -> dict[str, float]:
 
     def step() -> None:
         tokens = fixed if fixed is not None else task.sample(train.batch_size, gen).tokens
-        loss = loss_on(model, tokens, train.loss_positions)
+        if is_continuous(task):  # as the trainer: continuous tasks bring their own objective
+            loss = task.train_loss(model, tokens)
+        else:
+            loss = loss_on(model, tokens, train.loss_positions)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if train.grad_clip is not None:
@@ -162,7 +166,10 @@ def main() -> int:
             f"sampler, {row['n_seqs']} seqs: {row['sampler_tokens_per_s'] / 1e6:.2f} M tokens/s; "
             f"Bayes oracle {row['bayes_oracle_tokens_per_s'] / 1e6:.2f} M tokens/s"
         )
-    for name, config in (("quickstart", quickstart()), ("paper-gih", paper_gih())):
+    narrow = abrupt_learning()  # the data-dependence grid's width (analyses/sweeps/data_dependence.json)
+    narrow = narrow.updated(model=narrow.model.updated(d_model=64, d_head=64, d_mlp=64))
+    for name, config in (("quickstart", quickstart()), ("paper-gih", paper_gih()),
+                         ("abrupt-learning", abrupt_learning()), ("abrupt-learning-width64", narrow)):
         row = train_step_rate(config, args.repeats)
         out[f"train_{name}"] = row
         print(f"train {name} (batch {row['batch_size']}): {row['ms_per_step']:.1f} ms/step, {row['steps_per_s']:.1f} steps/s")
