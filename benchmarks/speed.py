@@ -25,8 +25,8 @@ import torch
 
 from interp_icl.models import build_model, training_module
 from interp_icl.presets import DEFAULT_TASK, abrupt_learning, paper_gih, quickstart
-from interp_icl.tasks import is_continuous, make_task
 from interp_icl.seeding import generator
+from interp_icl.tasks import is_continuous, make_task
 from interp_icl.training.trainer import loss_on, make_optimizer
 
 GIH_EPOCH_SEQS = 9_000  # the reference's training split of 10,000 sequences
@@ -117,8 +117,8 @@ def gih_epoch(repeats: int) -> dict[str, float]:
 def reference(path: Path, repeats: int) -> dict[str, float]:
     """The reference code on the same workload (imported from its checkout at run time)."""
     sys.path[:0] = [str(path / "RPE"), str(path)]
-    from dataset import NGramDataset  # noqa: E402  (reference module)
-    from model import SimplifiedTwoLayerTransformer  # noqa: E402  (reference module)
+    from dataset import NGramDataset
+    from model import SimplifiedTwoLayerTransformer
 
     torch.manual_seed(0)
     n_gen = 100
