@@ -349,7 +349,7 @@ def _roles(run: Path, step: int, n_sequences: int, seed: int, out_dir: Path, pro
     """Run the role experiments on one checkpoint, print them, write RUN/patching/roles_step<N>.*."""
     from contextlib import nullcontext
 
-    from interp_icl.patching.console import role_tables, verdict_table
+    from interp_icl.roles.console import check_table, heads_table, hypothesis_line, verdict_table
     from interp_icl.runs import run_roles, write_outputs
 
     status = console.status("running the role experiments (copier, selector, classifier)") if progress else nullcontext()
@@ -357,11 +357,14 @@ def _roles(run: Path, step: int, n_sequences: int, seed: int, out_dir: Path, pro
         report = run_roles(run, step, n_sequences=n_sequences, seed=seed)
     title = f"component roles at step {report.step}, causal checks (n = {n_sequences} sequences)"
     if detailed:
-        for table in role_tables(report):
-            console.print(table)
+        console.print(check_table(report.results, f"every check (n = {n_sequences} sequences; docs/patching.md)"))
     else:
-        title += f"; details: interp-icl patch {run} --roles"
-    console.print(verdict_table(report, title))
+        title += f"; every check: interp-icl patch {run} --roles"
+    console.print(verdict_table(report.results, title))
+    heads = heads_table(report.results)
+    if heads is not None:
+        console.print(heads)
+    console.print(hypothesis_line(report.hypothesis))
     summary = report.summary()
     paths = write_outputs(report.table, summary, out_dir, f"roles_step{report.step}")
     console.print("wrote " + ", ".join(str(p) for p in paths))

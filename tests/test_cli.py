@@ -185,7 +185,7 @@ def test_quickstart_smoke(tmp_path):
     result = run_cli("quickstart", "--steps", "3", "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "model loss / Bayes loss" in result.stdout
-    assert "three roles at step 3" in result.stdout and "copier (layer 1)" in result.stdout
+    assert "three roles at step 3" in result.stdout and "GIH hypothesis test" in result.stdout
     assert "one seed's" in result.stdout and "analyses/sweeps/quickstart_seeds.json" in result.stdout
     again = run_cli("quickstart", "--steps", "3", "--no-progress", cwd=tmp_path)
     assert again.returncode == 0 and "already complete" in again.stdout

@@ -14,7 +14,7 @@ from interp_icl.errors import ConfigError
 from interp_icl.models import layout
 from interp_icl.models.layout import NO_CIRCUIT
 from interp_icl.models.standard import build_standard
-from interp_icl.patching.roles import role_experiments
+from interp_icl.roles import role_experiments
 from interp_icl.tasks import make_task
 from tests.conftest import tiny_config
 
@@ -58,8 +58,8 @@ def test_one_layer_model_says_no_circuit_exists(setup):
     assert "theory" in analysis.results and set(analysis.table()["pass"]) == {"head_scores", "theory"}
     roles = role_experiments(model, tokens, task.parents, task.alpha)
     for name in CIRCUIT:
-        assert roles[name].summary["holds"] is None
-        assert roles[name].summary["not_applicable"] == NO_CIRCUIT
+        assert roles[name].holds is None and roles[name].checks == []
+        assert roles[name].not_applicable == NO_CIRCUIT
         assert roles[name].table.empty
 
 
@@ -79,12 +79,14 @@ def test_three_layer_model_copies_in_layers_0_and_1_and_compares_in_layer_2(setu
     scores = analysis.results["head_scores"]
     assert {"L0H1->L2H0", "L1H1->L2H0", "L0H0->L1H1"} <= set(scores.table["unit"])
     roles = role_experiments(model, tokens, task.parents, task.alpha)
-    assert set(roles["copier"].summary["heads"]) == {"L0H0", "L0H1", "L1H0", "L1H1"}
-    paths = roles["copier"].table[roles["copier"].table["metric"] == "path_effect"]
-    assert set(paths["layer"]) == {0, 1} and set(paths["route"]) == {"all", "direct"}
-    assert roles["selector"].summary["feature"] == "blocks.2.attn.hook_q"
-    assert set(roles["classifier"].summary["fitted_inverse_temperature"]) == {"L2H0", "L2H1"}
-    assert all(isinstance(r.summary["holds"], bool) for r in roles.values())
+    # every copier-layer head is in a set or measured as a possible other head
+    copier = roles["copier"].table
+    measured = set(copier.loc[copier["metric"] == "mean_ablation_effect", "unit"])
+    in_sets = {u for units in roles["copier"].details["sets"].values() for u in units}
+    assert measured | in_sets == {"L0H0", "L0H1", "L1H0", "L1H1"}
+    assert set(roles["classifier"].details["match_selectivity"]) == {"L2H0", "L2H1"}
+    assert set(roles["selector"].details["heads"]) <= {"L2H0", "L2H1"}
+    assert all(isinstance(r.holds, bool) for r in roles.values())
 
 
 def test_two_layer_model_keeps_its_layer_names(setup):
@@ -95,5 +97,5 @@ def test_two_layer_model_keeps_its_layer_names(setup):
     assert "layer" not in analysis.results["copier"].summary["heads"]["L0H0"]
     assert analysis.results["classifier"].summary["layer"] == 1
     roles = role_experiments(model, tokens, task.parents, task.alpha)
-    assert set(roles["copier"].summary["heads"]) == {"L0H0", "L0H1"}
-    assert set(roles["classifier"].summary["fitted_inverse_temperature"]) == {"L1H0", "L1H1"}
+    assert set(roles["classifier"].details["match_selectivity"]) == {"L1H0", "L1H1"}
+    assert {c.name for c in roles["copier"].checks} == {"parent_1_key"}  # parent 1's query side is the residual

@@ -1,6 +1,6 @@
 """The package's structure as DESIGN.md declares it, read from the source (ast), not by importing.
 
-* imports run one way, down the pipeline: cli → viz → sweeps → runs → patching → analysis →
+* imports run one way, down the pipeline: cli → viz → sweeps → runs → roles → patching → analysis →
   training → tasks / models → theory → foundations (seeding, config, errors, ...); an import
   counts wherever it stands (module top or inside a function);
 * the module import graph has no cycles;
@@ -23,6 +23,7 @@ LAYERS = {
     "viz": 8,
     "sweeps": 7,
     "runs": 6,
+    "roles": 5.5,
     "patching": 5,
     "analysis": 4,
     "training": 3,

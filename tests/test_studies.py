@@ -58,7 +58,7 @@ def test_selection_phase_diagram_quick_mode_measures_every_cell(tmp_path):
     assert (tmp_path / "selection_phase_diagram.html").read_text().count("<section") == 6  # search, theory, trained, rates, verdicts, runs
 
 
-def test_standard_gih_quick_mode_derives_the_selector_threshold_from_its_null(tmp_path):
+def test_standard_gih_quick_mode_runs_the_checks_on_trained_and_untrained_models(tmp_path):
     script = load_script("standard_gih")
     summary = script.main(["--quick", "--out", str(tmp_path)])
     results = pd.read_csv(tmp_path / "sweep" / "results.csv")
@@ -66,17 +66,18 @@ def test_standard_gih_quick_mode_derives_the_selector_threshold_from_its_null(tm
     two = results[results["model.n_layers"] == 2].iloc[0]
     for column in ("role.copier", "role.selector", "role.classifier"):  # decided on a 2-layer model
         assert not pd.isna(two[column]), column
-    for column in ("role.classifier.fitted_recovery", "role.classifier.fitted_ab", "dynamics.order",
+    for column in ("role.classifier.fitted_recovery", "role.classifier.fitted_recovery.measured",
+                   "role.selector.query_reads_only_parents", "dynamics.order",
                    "dynamics.half_rise.copier"):  # may be undetermined after 40 steps
         assert column in results.columns, column
     assert pd.isna(results.loc[results["model.n_layers"] == 1, "role.copier"]).all()  # no circuit
     assert not [c for c in results.columns if c.startswith("theory_")]  # analysis.passes leaves it out
-    null = summary["selector_null"]
-    assert null["n"] == 1 and null["quantile"] == 0.95 and math.isfinite(null["threshold"])
+    untrained = pd.DataFrame(summary["untrained_checks"])
+    assert {"role.copier", "role.selector.query_reads_only_parents", "role.classifier.has_heads"} <= set(untrained["check"])
+    assert untrained["untrained models passing"].str.match(r"^(\d/1 \[|–$)").all()  # – : undecided
     settings = pd.DataFrame(summary["settings"])
-    assert len(settings) == 2 and "selector (null threshold)" in settings.columns
-    assert settings.loc[settings["layers"] == 2, "selector (null threshold)"].str.match(r"^\d/1 \[").all()
-    assert (tmp_path / "standard_gih.html").exists() and (tmp_path / "standard_gih_data" / "selector_null.csv").exists()
+    assert len(settings) == 2 and "role.selector.interchange" in settings.columns
+    assert (tmp_path / "standard_gih.html").exists() and (tmp_path / "standard_gih_data" / "untrained_checks.csv").exists()
 
 
 def test_implicit_update_sweep_cells_are_the_two_presets():

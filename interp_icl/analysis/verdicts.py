@@ -5,8 +5,8 @@ words. The console (`interp_icl.analysis.console.verdict_table`), the HTML repor
 `Analysis.headline()` all format these rows; none words a verdict itself.
 
 Inputs are plain summaries (dicts as stored in JSON): ``summaries`` {pass name: summary} of an
-analysis (copier, selector, classifier, theory), ``roles`` the summary of the role experiments
-(`interp_icl.runs.RolesReport.summary()`) or None, ``order`` the stage order of
+analysis (copier, selector, classifier, theory), ``roles`` the role experiments' results {role:
+`interp_icl.roles.RoleResult`} (read through their typed checks) or None, ``order`` the stage order of
 `interp_icl.analysis.dynamics.stage_order` or None.
 """
 
@@ -39,7 +39,7 @@ class VerdictRow:
 
 def verdict_rows(
     summaries: dict[str, dict[str, Any]],
-    roles: dict[str, Any] | None = None,
+    roles: dict[str, Any] | None = None,  # {role: RoleResult}
     order: dict[str, Any] | None = None,
 ) -> list[VerdictRow]:
     """The verdict rows of an analysis (+ role experiments, + stage order), in report order."""
@@ -123,17 +123,23 @@ def verdict_rows(
                 )
             )
     if roles is not None:
-        for role in ("copier", "selector", "classifier"):
-            failed = roles[role].get("failed_checks") or []
-            if roles[role].get("not_applicable"):
-                failed = [roles[role]["not_applicable"]]
+        for role, result in roles.items():
+            if result.not_applicable is not None:
+                measured = result.not_applicable
+            else:
+                failed = [f"{c.name}: {c.evidence}" for c in result.checks if c.holds is False]
+                measured = "; ".join(failed) if failed else "every check holds"
+                if result.other_heads:
+                    measured += "; other heads that matter: " + ", ".join(
+                        f"{h.unit} ({h.effect:+.3f} nats)" for h in result.other_heads
+                    )
             rows.append(
                 VerdictRow(
                     f"role_{role}",
                     f"role experiment: {role}",
-                    "; ".join(failed) if failed else "all checks pass",
+                    measured,
                     "holds",
-                    roles["verdicts"][role],
+                    result.holds,
                     yes="holds",
                     no="does not hold",
                 )

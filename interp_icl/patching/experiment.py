@@ -12,30 +12,25 @@ prediction row), ``last-loss`` (NLL of the clean last token), ``kl`` / ``last-kl
 clean run's prediction, every row / the last row). Denoising patches clean activations into the
 corrupted run; noising the reverse; ``ablate`` replaces activations by zero/mean/resampled ones in
 the clean run instead.
-
-`roles_on_task` runs the three component-role experiments of `interp_icl.patching.roles` on
-sequences of a Markov task instead. Run directories are handled by `interp_icl.runs`.
+Run directories are handled by `interp_icl.runs`; the role experiments live in `interp_icl.roles`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from interp_icl.analysis.result import PassResult
 from interp_icl.errors import require
 from interp_icl.patching.attribution import attribution_patching, compare_with_exact
 from interp_icl.patching.metrics import Metric, kl_to, prediction_rows, target_loss
 from interp_icl.patching.result import PatchResult
-from interp_icl.patching.roles import role_experiments
 from interp_icl.patching.sources import ABLATIONS
 from interp_icl.patching.sweep import DEFAULT_MEMORY_MB, MODES, ablation, activation_patching
 from interp_icl.patching.targets import Target
 from interp_icl.tasks import is_continuous
-from interp_icl.seeding import derive_seed, generator, seeded
+from interp_icl.seeding import derive_seed, seeded
 
 CORRUPTIONS = ("parents", "resample")
 METRICS = ("loss", "last-loss", "kl", "last-kl")
@@ -126,48 +121,3 @@ def patch_experiment(
         estimate = attribution_patching(model, clean, corrupted, target, metric, mode=settings.mode)
         comparison = compare_with_exact(estimate, result)
     return result, comparison
-
-
-ROLE_SEQUENCES = 256
-ROLE_REFERENCE_SEQUENCES = 1024
-
-
-def roles_on_task(model: nn.Module, task, n_sequences: int = ROLE_SEQUENCES, seed: int = 0) -> dict[str, PassResult]:
-    """The copier, selector and classifier role experiments on `n_sequences` clean sequences of
-    an in-context Markov task (means for ablations from 1024 more), seeded by `seed`:
-    {role: PassResult}."""
-    require(
-        n_sequences >= 2,
-        f"--n-sequences must be at least 2 for the role experiments, got {n_sequences}",
-    )
-    require(
-        getattr(task.config, "name", None) == "markov",
-        f"the role experiments need an in-context Markov task (parents); this run's task is {task.config.name!r}",
-    )
-    tokens = task.sample(n_sequences, generator(seed, "roles", "clean")).tokens
-    reference = task.sample(ROLE_REFERENCE_SEQUENCES, generator(seed, "roles", "reference")).tokens
-    return role_experiments(
-        model,
-        tokens,
-        task.config.parents,
-        beta=float(task.config.alpha),
-        reference_tokens=reference,
-        seed=seed,
-    )
-
-
-def roles_table(results: dict[str, PassResult]) -> pd.DataFrame:
-    """Every role's table, stacked, with a ``role`` column first."""
-    frames = [r.table.assign(role=role) for role, r in results.items()]
-    table = pd.concat(frames, ignore_index=True)
-    return table[["role", *[c for c in table.columns if c != "role"]]]
-
-
-def roles_from_table(table: pd.DataFrame, summaries: dict[str, dict]) -> dict[str, PassResult]:
-    """The inverse of `roles_table` with each role's summary: {role: PassResult}."""
-    results = {}
-    for role in ("copier", "selector", "classifier"):
-        if role in summaries:
-            rows = table[table["role"] == role].drop(columns=["role"]).reset_index(drop=True)
-            results[role] = PassResult(role, rows, summaries[role])
-    return results

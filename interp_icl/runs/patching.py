@@ -3,8 +3,8 @@
 `run_patch(run_dir, step, settings)` computes a sweep (always) and stores it (kind "patch");
 `patch_sweeps(run_dir, step)` returns the sweeps stored for a checkpoint, running the default
 z-by-position sweep first if there is none (one per layer when layers differ in head count).
-`run_roles(run_dir, step, n_sequences, seed)` returns the role experiments, stored (kind "roles")
-or computed now.
+`run_roles(run_dir, step, n_sequences, seed)` returns the role experiments and the GIH hypothesis
+test (`interp_icl.roles`), stored (kind "roles") or computed now.
 """
 
 from __future__ import annotations
@@ -14,25 +14,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from interp_icl.analysis.result import PassResult
 from interp_icl.jsonable import plain
-from interp_icl.patching.experiment import (
-    ROLE_SEQUENCES,
-    PatchSettings,
-    patch_experiment,
-    roles_from_table,
-    roles_on_task,
-    roles_table,
-)
+from interp_icl.patching.experiment import PatchSettings, patch_experiment
 from interp_icl.patching.result import PatchResult
 from interp_icl.patching.targets import heads_per_layer
+from interp_icl.roles import ROLE_SEQUENCES, ROLES, HypothesisResult, RoleResult, hypothesis_on_task, roles_on_task
 from interp_icl.runs import rundir, store
 from interp_icl.runs.loading import load_run
 
 PATCH_KIND = "patch"
 ROLES_KIND = "roles"
 STORE_VERSION = 1
-ROLES_STORE_VERSION = 2  # 2: the classifier role's fitted-pattern check
+ROLES_STORE_VERSION = 3  # 2: the classifier role's fitted-pattern check; 3: typed checks, head sets
 
 
 @dataclass
@@ -131,17 +124,20 @@ class RolesReport:
     step: int
     n_sequences: int
     seed: int
-    results: dict[str, PassResult]  # role -> result
+    results: dict[str, RoleResult]  # role -> result
     versions: dict[str, str]  # package versions the experiments ran with
+    hypothesis: HypothesisResult | None = None  # the GIH hypothesis test (None: no circuit)
 
     @property
     def table(self) -> pd.DataFrame:
         """Every role's table, stacked, with a ``role`` column first."""
-        return roles_table(self.results)
+        frames = [r.table.assign(role=role) for role, r in self.results.items()]
+        table = pd.concat(frames, ignore_index=True)
+        return table[["role", *[c for c in table.columns if c != "role"]]]
 
     @property
     def verdicts(self) -> dict[str, bool | None]:
-        return {role: r.summary["holds"] for role, r in self.results.items()}
+        return {role: r.holds for role, r in self.results.items()}
 
     def summary(self) -> dict:
         return {
@@ -150,7 +146,8 @@ class RolesReport:
             "n_sequences": self.n_sequences,
             "seed": self.seed,
             "verdicts": self.verdicts,
-            **{role: r.summary for role, r in self.results.items()},
+            "roles": {role: r.summary() for role, r in self.results.items()},
+            "hypothesis": None if self.hypothesis is None else self.hypothesis.to_dict(),
             "versions": self.versions,
         }
 
@@ -169,10 +166,20 @@ def run_roles(
     def compute() -> tuple[pd.DataFrame, dict]:
         loaded = load_run(run_dir, chosen)
         results = roles_on_task(loaded.model, loaded.task, n_sequences, seed)
-        report = RolesReport(Path(run_dir), chosen, n_sequences, seed, results, rundir.package_versions())
+        hypothesis = hypothesis_on_task(loaded.model, loaded.task, n_sequences, seed)
+        report = RolesReport(Path(run_dir), chosen, n_sequences, seed, results, rundir.package_versions(), hypothesis)
         return report.table, plain(report.summary())
 
     key = {"version": ROLES_STORE_VERSION, "n_sequences": n_sequences, "seed": seed}
     stored = store.fetch(Path(run_dir), ROLES_KIND, chosen, key, compute, use_stored=use_stored)
-    results = roles_from_table(stored.table, stored.summary)
-    return RolesReport(Path(run_dir), chosen, n_sequences, seed, results, stored.summary["versions"])
+    table = stored.table
+    results = {
+        role: RoleResult.from_summary(
+            summary, table[table["role"] == role].drop(columns=["role"]).reset_index(drop=True)
+        )
+        for role, summary in stored.summary["roles"].items()
+        if role in ROLES
+    }
+    hypothesis = stored.summary.get("hypothesis")
+    return RolesReport(Path(run_dir), chosen, n_sequences, seed, results, stored.summary["versions"],
+                       None if hypothesis is None else HypothesisResult.from_dict(hypothesis))

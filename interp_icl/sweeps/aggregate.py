@@ -3,8 +3,9 @@
 ``results``: one row per cell (`interp_icl.sweeps.cell`). ``summary``: one row per setting (the
 axes without the seed) with ``n_cells`` and ``n_failed``; for every number of the done cells its
 mean, standard error over seeds (sample standard deviation / √n; NaN for n = 1) and n as
-``<name>_mean``, ``<name>_stderr``, ``<name>_n``; for every verdict (a ``verdict.*`` or
-``role.*`` column of booleans) the rate of True among the cells where it was decided, with the
+``<name>_mean``, ``<name>_stderr``, ``<name>_n``; for every verdict (a ``verdict.*``,
+``role.<role>`` or ``role.<role>.<check>`` column of booleans; a check's measured value is the
+number ``role.<role>.<check>.measured``) the rate of True among the cells where it was decided, with the
 95% Wilson score interval: ``<name>_rate``, ``<name>_low``, ``<name>_high``, ``<name>_n``.
 """
 
@@ -15,19 +16,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
+from interp_icl.stats import Z95, wilson_interval  # noqa: F401  (re-exported)
+
 ID_COLUMNS = ("cell", "setting", "seed", "status", "error", "traceback")
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion (successes of n); (nan, nan) for n = 0."""
-    if n == 0:
-        return math.nan, math.nan
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def results_table(rows: Sequence[dict], axes: Sequence[str]) -> pd.DataFrame:
@@ -48,7 +39,8 @@ def results_table(rows: Sequence[dict], axes: Sequence[str]) -> pd.DataFrame:
 def verdict_columns(table: pd.DataFrame) -> list[str]:
     return [
         c for c in table.columns
-        if c.startswith(("verdict.", "role.")) and c.count(".") == 1
+        if (c.startswith("verdict.") and c.count(".") == 1)
+        or (c.startswith("role.") and c.count(".") in (1, 2))  # a role's verdict, or one check's
     ]
 
 

@@ -107,24 +107,16 @@ def _analysis(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
 def _roles(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
     from interp_icl.runs import run_roles
 
-    summary = run_roles(run_dir, "last", n_sequences=spec.roles.n_sequences).summary()
-    out: dict[str, Any] = {f"role.{role}": holds for role, holds in summary["verdicts"].items()}
-    selector, classifier = summary["selector"], summary["classifier"]
-    non_parent = [o["query_change"] for o in (selector.get("offsets") or {}).values() if o["kind"] == "non-parent"]
-    evidence = {
-        "role.selector.interchange_accuracy": selector.get("interchange_accuracy"),
-        "role.selector.max_non_parent_query_change": max(non_parent) if non_parent else None,
-        "role.classifier.fitted_recovery": classifier.get("fitted_recovery"),
-        "role.classifier.fitted_ab": (
-            json.dumps({u: [a, classifier["fitted_b"][u]] for u, a in classifier["fitted_a"].items()})
-            if "fitted_a" in classifier
-            else None
-        ),
-        "role.classifier.ideal_loss_rise": classifier.get("ideal_loss_rise"),
-        "role.classifier.uniform_loss_rise": classifier.get("uniform_loss_rise"),
-        "role.copier.parents_copied": len(summary["copier"].get("parents_copied") or []),
-    }
-    out.update({key: value for key, value in evidence.items() if value is not None})
+    report = run_roles(run_dir, "last", n_sequences=spec.roles.n_sequences)
+    out: dict[str, Any] = {}
+    for role, result in report.results.items():
+        out[f"role.{role}"] = result.holds
+        for check in result.checks:
+            out[check.key] = check.holds
+            out[f"{check.key}.measured"] = check.measured
+        out[f"other_heads.{role}"] = ",".join(h.unit for h in result.other_heads) or None
+    if report.hypothesis is not None:
+        out["hypothesis.recovered"] = report.hypothesis.recovered
     return out
 
 

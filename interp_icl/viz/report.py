@@ -128,8 +128,7 @@ def build_report(
     roles = None
     if is_markov:
         say("role experiments")
-        report = run_roles(run, steps[-1], n_sequences=n_sequences, seed=0)
-        roles = {"summary": report.summary(), "table": report.table}
+        roles = run_roles(run, steps[-1], n_sequences=n_sequences, seed=0)
     say("drawing figures")
     page.add("summary", "Run", _summary_section(run, config, steps, rundir.recorded_versions(run)))
     page.add("verdicts", "Headline verdicts", _verdict_section(page, final, roles, order))
@@ -178,12 +177,12 @@ def _summary_section(run: Path, config, steps: list[int], trained_with: dict[str
     return _table(["", "value"], rows)
 
 
-def _verdict_section(page: ReportPage, final, roles: dict | None, order: dict | None) -> str:
+def _verdict_section(page: ReportPage, final, roles, order: dict | None) -> str:
     """Each headline number beside the truth it should match (`verdict_rows`)."""
     from interp_icl.analysis.verdicts import verdict_rows
 
     summaries = {name: result.summary for name, result in final.results.items()}
-    verdicts = verdict_rows(summaries, roles["summary"] if roles else None, order)
+    verdicts = verdict_rows(summaries, roles.results if roles else None, order)
     rows = [(v.quantity, v.measured, v.expected, _verdict_html(v)) for v in verdicts]
     page.data["verdicts.csv"] = pd.DataFrame(
         [(v.quantity, v.measured, v.expected, v.verdict) for v in verdicts],
@@ -192,7 +191,7 @@ def _verdict_section(page: ReportPage, final, roles: dict | None, order: dict | 
     note = (
         "<p>“truth” is the task's parent set (or what the theory or the paper predicts). "
         "Role experiments: causal checks of <code>interp-icl patch --roles</code> "
-        f"({roles['summary']['n_sequences'] if roles else '–'} sequences, seed 0; thresholds in "
+        f"({roles.n_sequences if roles else '–'} sequences, seed 0; thresholds in "
         "docs/patching.md). The modified "
         "χ²-mutual information is the criterion of the authors' reference code "
         "(<code>RPE/utils.py</code> <code>chi_square_mutual_info</code>, power 2; REFERENCE §1).</p>"
@@ -287,7 +286,7 @@ def _attention_section(page: ReportPage, loaded) -> str:
     return "".join(parts)
 
 
-def _patching_section(page: ReportPage, loaded, roles: dict | None) -> str:
+def _patching_section(page: ReportPage, loaded, roles) -> str:
     from interp_icl.runs import patch_sweeps
 
     parts = []
@@ -303,13 +302,27 @@ def _patching_section(page: ReportPage, loaded, roles: dict | None) -> str:
         "<code>interp-icl patch</code>.</p>"
     )
     if roles is not None:
-        table = roles["table"]
+        table = roles.table
         page.data["roles.csv"] = table
-        page.data["roles.json"] = roles["summary"]
+        page.data["roles.json"] = roles.summary()
+        parts.append("<h3>Role experiments: every check</h3>" + _checks_html(roles.results))
+        from interp_icl.roles.console import hypothesis_line
+
+        parts.append(f"<p>{html.escape(hypothesis_line(roles.hypothesis))}</p>")
+        heads = [(role, h) for role, r in roles.results.items() for h in r.other_heads]
+        if heads:
+            parts.append("<h3>Other heads that matter</h3>" + _table(
+                ["head", "found by", "effect (nats)", "by path", "attention", "encodes (held-out R²)"],
+                [(h.unit, role, f"{h.effect:+.3f} ± {h.stderr:.3f} ({h.ablation})",
+                  ", ".join(f"{k} {v:+.3f}" for k, v in h.paths.items()),
+                  f"entropy {h.attention['entropy']:.2f}; full-match mass {h.attention['full_match_mass']:.2f}",
+                  ", ".join(f"{k} {v:.2f}" for k, v in h.encodes.items()))
+                 for role, h in heads],
+            ))
         shown = table.head(200).astype(object)
         shown = shown.where(shown.notna(), "")
         parts.append(
-            "<h3>Role experiments</h3>"
+            "<h3>Role experiments: measurements</h3>"
             + shown.to_html(
                 index=False, float_format=lambda v: f"{v:.4g}", classes="roles", na_rep=""
             )
@@ -320,6 +333,21 @@ def _patching_section(page: ReportPage, loaded, roles: dict | None) -> str:
             )
         )
     return "".join(parts)
+
+
+def _checks_html(results) -> str:
+    """Every role check, rendered generically (`interp_icl.roles.Check`)."""
+
+    def num(value) -> str:
+        return "–" if value is None or value != value else f"{value:.4g}"
+
+    rows = []
+    for result in results.values():
+        for c in result.checks:
+            interval = "" if c.interval is None else f"[{num(c.interval[0])}, {num(c.interval[1])}]"
+            verdict = {True: "holds", False: "does not hold", None: "–"}[c.holds]
+            rows.append((f"{c.role}.{c.name}", num(c.measured), interval, f"{c.sense} {num(c.needed)}", c.null, verdict, c.evidence))
+    return _table(["check", "measured", "95% interval", "needed", "null", "verdict", "evidence"], rows)
 
 
 # ----------------------------------------------------------------------------- HTML
