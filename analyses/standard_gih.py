@@ -32,12 +32,12 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _study  # noqa: E402
+import _study
 
-from interp_icl import load_run  # noqa: E402
-from interp_icl.roles import roles_on_task  # noqa: E402
-from interp_icl.sweeps import wilson_interval  # noqa: E402
-from interp_icl.viz.report import ReportPage  # noqa: E402
+from interp_icl import load_run
+from interp_icl.roles import roles_on_task
+from interp_icl.sweeps import wilson_interval
+from interp_icl.viz.report import ReportPage
 
 NAME = "standard_gih"
 AXES = ("task.parents", "task.vocab_size", "model.n_layers")

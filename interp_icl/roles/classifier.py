@@ -53,7 +53,7 @@ from interp_icl.models import target_offset
 from interp_icl.patching.interventions import patched_output, sequence_nll
 from interp_icl.roles.check import Check, RoleResult, passes
 from interp_icl.roles.context import RoleContext, mean_interval, ratio_interval
-from interp_icl.roles.heads import account, layer_z, resample_z, set_effect
+from interp_icl.roles.heads import layer_z, other_heads
 
 ROLE = "classifier"
 RECOVERY = 0.9
@@ -216,17 +216,8 @@ def classifier_role(ctx: RoleContext, reference: Tensor) -> RoleResult:
         for name, needed in (("fitted_recovery", RECOVERY), ("uniform_necessary", NECESSARY_FRACTION)):
             checks.append(Check(ROLE, name, None, needed, ">=", None, False, "–", "no last-layer head's pattern matters"))
     mean_z = layer_z(ctx, last, reference).mean(0, keepdim=True)
-    others = []
-    for h in range(len(units)):
-        if h in heads:
-            continue
-        effects = {"mean": set_effect(ctx, [(last, h)], {last: mean_z}),
-                   "resample": set_effect(ctx, [(last, h)], {last: resample_z(ctx, last)})}
-        for kind, v in effects.items():
-            rows.append(row(units[h], f"{kind}_ablation_effect", v, layer=last, head=h))
-        if any(mean_interval(v)[0] > MATTERS_FRACTION * gain_mean and (mean_interval(v)[2] or (0, 0))[0] > 0
-               for v in effects.values()):
-            others.append(account(ctx, last, h, mean_z, ctx.t0))
+    outside = [h for h in range(len(units)) if h not in heads]
+    others = other_heads(ctx, last, outside, mean_z, MATTERS_FRACTION * gain_mean, rows)
     return RoleResult(ROLE, checks, make_table(rows), details, others)
 
 

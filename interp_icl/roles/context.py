@@ -64,7 +64,7 @@ class RoleContext:
     @classmethod
     def make(cls, model: nn.Module, tokens: Tensor, parents: Sequence[int], beta: float) -> RoleContext:
         tokens = check_tokens_for(model, tokens)
-        parents = tuple(sorted(set(int(p) for p in parents)))
+        parents = tuple(sorted({int(p) for p in parents}))
         require(len(parents) > 0 and parents[0] >= 1, f"parents must be offsets >= 1, got {list(parents)}")
         require(tokens.shape[0] >= 4, f"role experiments need at least 4 sequences, got {tokens.shape[0]}")
         require(beta >= 0 and math.isfinite(beta), f"beta must be a finite number >= 0, got {beta}")

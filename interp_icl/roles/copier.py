@@ -37,9 +37,9 @@ from torch import Tensor
 from interp_icl.analysis.copier import offset_masses
 from interp_icl.analysis.result import make_table, row, set_label
 from interp_icl.models import target_offset
-from interp_icl.roles.check import Check, HeadEffect, RoleResult, passes
+from interp_icl.roles.check import Check, RoleResult, passes
 from interp_icl.roles.context import RoleContext, mean_interval
-from interp_icl.roles.heads import account, layer_z, path_effects, resample_z, set_effect
+from interp_icl.roles.heads import layer_z, other_heads, path_effects, set_effect
 
 ROLE = "copier"
 COPY_MASS = 0.5
@@ -47,15 +47,11 @@ NEEDED_FRACTION = 0.5
 MATTERS_FRACTION = 0.1
 
 
-def max_offset(ctx: RoleContext) -> int:
-    return ctx.t0
-
-
 def offset_mass(ctx: RoleContext, layer: int) -> Tensor:
     """``[H, R+1]``: each head's mean attention mass on attention offsets 0..R (R = t0)."""
     name = f"blocks.{layer}.attn.hook_pattern"
     pattern = ctx.cached(name)
-    return offset_masses(pattern, max_offset(ctx)).double().mean((0, 2))
+    return offset_masses(pattern, ctx.t0).double().mean((0, 2))
 
 
 def copying_heads(ctx: RoleContext) -> dict[int, dict[int, list[int]]]:
@@ -105,7 +101,7 @@ def copier_role(ctx: RoleContext, reference: Tensor) -> RoleResult:
                                 f"(the {side} side of parent {p})"))
             continue
         effect = _set_path_effect(ctx, heads, means, "k" if side == "key" else "q", rows, name, p)
-        mean, stderr, interval = mean_interval(effect / cost) if cost > 0 else (math.nan, math.nan, None)
+        mean, _, interval = mean_interval(effect / cost) if cost > 0 else (math.nan, math.nan, None)
         holds = passes(mean, NEEDED_FRACTION, ">=") and interval is not None and interval[0] > 0
         checks.append(Check(
             ROLE, name, mean, NEEDED_FRACTION, ">=", interval, bool(holds),
@@ -114,7 +110,10 @@ def copier_role(ctx: RoleContext, reference: Tensor) -> RoleResult:
             f"{mean_interval(effect)[0]:+.3f} nats vs {cost:.3f} for removing parent {p}",
         ))
     in_sets = {u for units in members.values() for u in units}
-    others = _other_heads(ctx, means, in_sets, smallest_cost, rows)
+    others = []
+    for layer in shape.copier_layers:
+        outside = [h for h in range(means[layer].shape[2]) if f"L{layer}H{h}" not in in_sets]
+        others += other_heads(ctx, layer, outside, means[layer], MATTERS_FRACTION * smallest_cost, rows)
     details = {"sets": members, "expected_effect": {str(p): mean_interval(c)[0] for p, c in costs.items()},
                "copy_mass": COPY_MASS}
     return RoleResult(ROLE, checks, make_table(rows), details, others)
@@ -133,24 +132,3 @@ def _set_path_effect(ctx, heads, means, component, rows, name, parent) -> Tensor
     for c, v in effects.items():
         rows.append(row(name, "set_path_effect", v, component=c, **labels))
     return effects[component]
-
-
-def _other_heads(ctx, means, in_sets: set[str], smallest_cost: float, rows) -> list[HeadEffect]:
-    out = []
-    for layer in ctx.shape.copier_layers:
-        z = means[layer]
-        for h in range(z.shape[2]):
-            unit = f"L{layer}H{h}"
-            if unit in in_sets:
-                continue
-            effects = {"mean": set_effect(ctx, [(layer, h)], means),
-                       "resample": set_effect(ctx, [(layer, h)], {layer: resample_z(ctx, layer)})}
-            for kind, v in effects.items():
-                rows.append(row(unit, f"{kind}_ablation_effect", v, layer=layer, head=h))
-            matters = any(
-                mean_interval(v)[0] > MATTERS_FRACTION * smallest_cost and (mean_interval(v)[2] or (0, 0))[0] > 0
-                for v in effects.values()
-            )
-            if matters:
-                out.append(account(ctx, layer, h, z, max_offset(ctx)))
-    return out

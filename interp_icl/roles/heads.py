@@ -32,6 +32,7 @@ from torch import Tensor
 
 from interp_icl.analysis.classifier import match_counts
 from interp_icl.analysis.copier import offset_masses
+from interp_icl.analysis.result import row
 from interp_icl.models import target_offset
 from interp_icl.patching.interventions import Hook, replace, run_patched
 from interp_icl.patching.sources import cached_activations
@@ -146,8 +147,9 @@ def candidate_features(ctx: RoleContext, max_offset: int) -> dict[str, Tensor]:
 
 def probe_r2(z: Tensor, feature: Tensor, first: int) -> float:
     """Held-out R² of a least-squares probe ``z [B, T, d] -> feature [B, T, k]`` over positions
-    >= `first`: fitted on the first half of the sequences, scored on the second (R² of all k
-    outputs pooled: 1 - SSE / SST around the fitted half's... the held-out mean)."""
+    >= `first`: fitted on the first half of the sequences, scored on the second; the k outputs
+    pooled, R² = 1 - SSE / SST with SST around the held-out half's own mean (so a probe that
+    predicts no better than that mean scores <= 0)."""
     batch = z.shape[0]
     half = batch // 2
     x = z[:, first:].double()
@@ -164,29 +166,48 @@ def probe_r2(z: Tensor, feature: Tensor, first: int) -> float:
     return float(1 - sse / sst) if sst > 0 else math.nan
 
 
+def other_heads(
+    ctx: RoleContext, layer: int, outside: Sequence[int], mean_z: Tensor, floor: float, rows: list[dict]
+) -> list[HeadEffect]:
+    """The accounts of the heads `outside` a role's sets in `layer` that matter: mean- or
+    resample-ablating the head alone changes the loss by more than `floor` nats with an interval
+    above 0 (null: a head that does not matter changes it by 0). Every head's two ablation effects
+    are appended to `rows` (table rows)."""
+    out = []
+    for h in outside:
+        effects = {"mean": set_effect(ctx, [(layer, h)], {layer: mean_z}),
+                   "resample": set_effect(ctx, [(layer, h)], {layer: resample_z(ctx, layer)})}
+        for kind, values in effects.items():
+            rows.append(row(f"L{layer}H{h}", f"{kind}_ablation_effect", values, layer=layer, head=h))
+        if any(_above(values, floor) for values in effects.values()):
+            out.append(account(ctx, layer, h, mean_z, effects))
+    return out
+
+
+def _above(values: Tensor, floor: float) -> bool:
+    mean, _, interval = mean_interval(values)
+    return mean > floor and interval is not None and interval[0] > 0
+
+
 def account(
-    ctx: RoleContext,
-    layer: int,
-    head: int,
-    mean_z: Tensor,
-    max_offset: int,
-    paths: bool = True,
+    ctx: RoleContext, layer: int, head: int, mean_z: Tensor, effects: dict[str, Tensor] | None = None
 ) -> HeadEffect:
-    """What head `head` of `layer` does and through which path (see the module docstring); the
-    headline effect is the larger of its mean and resample ablation effects."""
+    """What head `head` of `layer` does and through which path (see the module docstring);
+    `effects` {"mean", "resample": ``[B]``} are its ablation effects if already measured. The
+    headline effect is the larger of the two."""
     z = layer_z(ctx, layer)
     unit = [(layer, head)]
-    effects = {
-        "mean": set_effect(ctx, unit, {layer: mean_z}),
-        "resample": set_effect(ctx, unit, {layer: resample_z(ctx, layer)}),
-    }
+    if effects is None:
+        effects = {"mean": set_effect(ctx, unit, {layer: mean_z}),
+                   "resample": set_effect(ctx, unit, {layer: resample_z(ctx, layer)})}
     kind = max(effects, key=lambda k: mean_interval(effects[k])[0])
     mean, stderr, _ = mean_interval(effects[kind])
-    if paths and layer != ctx.shape.classifier_layer:
+    if layer != ctx.shape.classifier_layer:
         by_path = {c: mean_interval(v)[0] for c, v in path_effects(ctx, unit, {layer: mean_z}).items()}
     else:
         by_path = {"out": mean_interval(effects["mean"])[0]}
     by_path.update({f"{k} ablation": mean_interval(v)[0] for k, v in effects.items()})
+    max_offset = ctx.t0
     features = candidate_features(ctx, max_offset)
     encodes = {name: probe_r2(z[:, :, head], f, max_offset) for name, f in features.items()}
     return HeadEffect(

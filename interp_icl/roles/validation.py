@@ -7,6 +7,9 @@ interval and verdict beside the verdict the model states for the check's role (T
 False = must fail, None = no statement). ``agrees`` is True / False where the model states a
 verdict; a role result's own row (check ``"(role)"``) carries the role's verdict.
 
+`zoo_hypotheses(models, n_sequences, seed)` runs the GIH hypothesis test (causal scrubbing) on the
+same sequences: one row per model with the recovered fraction and its interval.
+
 `confusion_markdown(table)` words it as the table of docs/patching.md: models × roles, each cell
 the role's verdict (✓ holds, ✗ fails, – not applicable) and whether the zoo expected it.
 """
@@ -19,6 +22,8 @@ import pandas as pd
 
 from interp_icl.config import TaskConfig
 from interp_icl.roles import ROLES, role_experiments
+from interp_icl.roles.context import RoleContext
+from interp_icl.roles.hypothesis import hypothesis_test
 from interp_icl.seeding import generator
 from interp_icl.tasks import make_task
 
@@ -27,14 +32,43 @@ ZOO_SEQUENCES = 48
 ZOO_REFERENCE = 64
 
 
+def _sequences(zm, n_sequences: int, seed: int):
+    """(clean ``[n, T]``, reference ``[ZOO_REFERENCE, T]``) tokens of the zoo model's Markov task."""
+    task = make_task(TaskConfig(name="markov", vocab_size=zm.vocab_size, parents=zm.parents,
+                                alpha=ZOO_ALPHA, seq_len=zm.n_ctx))
+    tokens = task.sample(n_sequences, generator(seed, "zoo", zm.name, "clean")).tokens
+    return tokens, task.sample(ZOO_REFERENCE, generator(seed, "zoo", zm.name, "reference")).tokens
+
+
+def zoo_hypotheses(models: Sequence, n_sequences: int = ZOO_SEQUENCES, seed: int = 0) -> pd.DataFrame:
+    """One row per zoo model: the GIH hypothesis test on the sequences `zoo_verdicts` uses."""
+    rows = []
+    for zm in models:
+        tokens, _ = _sequences(zm, n_sequences, seed)
+        result = hypothesis_test(RoleContext.make(zm.build(), tokens, zm.parents, ZOO_ALPHA), seed)
+        low, high = result.interval if result.interval is not None else (None, None)
+        rows.append({"model": zm.name, "breaks": zm.breaks, "recovered": result.recovered, "low": low,
+                     "high": high, "loss_model": result.loss_model, "loss_scrubbed": result.loss_scrubbed,
+                     "loss_baseline": result.loss_baseline})
+    return pd.DataFrame(rows)
+
+
+def hypotheses_markdown(table: pd.DataFrame) -> str:
+    """The hypothesis test on zoo models: recovered fraction [interval] and the three losses."""
+    lines = ["| zoo model | breaks | recovered [95% interval] | loss: model / scrubbed / all resampled (nats) |",
+             "| --- | --- | --- | --- |"]
+    for r in table.itertuples():
+        breaks = r.breaks if isinstance(r.breaks, str) else "– (positive)"
+        lines.append(f"| {r.model} | {breaks} | {r.recovered:.3f} [{r.low:.3f}, {r.high:.3f}] | "
+                     f"{r.loss_model:.4f} / {r.loss_scrubbed:.4f} / {r.loss_baseline:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
 def zoo_verdicts(models: Sequence, n_sequences: int = ZOO_SEQUENCES, seed: int = 0) -> pd.DataFrame:
     """One row per (zoo model, check) and per (zoo model, role); see the module docstring."""
     rows = []
     for zm in models:
-        task = make_task(TaskConfig(name="markov", vocab_size=zm.vocab_size, parents=zm.parents,
-                                    alpha=ZOO_ALPHA, seq_len=zm.n_ctx))
-        tokens = task.sample(n_sequences, generator(seed, "zoo", zm.name, "clean")).tokens
-        reference = task.sample(ZOO_REFERENCE, generator(seed, "zoo", zm.name, "reference")).tokens
+        tokens, reference = _sequences(zm, n_sequences, seed)
         results = role_experiments(zm.build(), tokens, zm.parents, ZOO_ALPHA, reference, seed)
         for role in ROLES:
             result, expected = results[role], zm.expected.get(role)

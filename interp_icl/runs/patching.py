@@ -18,7 +18,14 @@ from interp_icl.jsonable import plain
 from interp_icl.patching.experiment import PatchSettings, patch_experiment
 from interp_icl.patching.result import PatchResult
 from interp_icl.patching.targets import heads_per_layer
-from interp_icl.roles import ROLE_SEQUENCES, ROLES, HypothesisResult, RoleResult, hypothesis_on_task, roles_on_task
+from interp_icl.roles import (
+    ROLE_SEQUENCES,
+    ROLES,
+    HypothesisResult,
+    RoleResult,
+    hypothesis_on_task,
+    roles_on_task,
+)
 from interp_icl.runs import rundir, store
 from interp_icl.runs.loading import load_run
 
