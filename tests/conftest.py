@@ -1,6 +1,20 @@
-import pytest
+"""Shared test helpers. Torch runs on one thread in the tests (and in every process they start:
+the variable is inherited by CLI subprocesses, notebook kernels and Ray workers), as a sweep cell
+does: the models here are tiny, and two threads on a 2-core machine that is also running other
+work (Ray cells, a notebook kernel, another job) wait on each other far more than they gain
+(a 1,000-step LSA run: 3-5 s on one thread, 5-45 s on two on a shared 2-core machine). Set
+OMP_NUM_THREADS to choose another count."""
 
-from interp_icl.config import RunConfig
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from interp_icl.config import RunConfig  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # also if torch was imported first
 
 
 def tiny_config(**sections) -> RunConfig:
