@@ -37,3 +37,18 @@ def tiny_config(**sections) -> RunConfig:
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local 2-CPU Ray instance for every test that runs a sweep (`run_sweep` uses a running
+    instance), started when a test first asks for it and shut down when the session ends. A test
+    that needs another instance shuts this one down and restarts it with `start_local_ray(2)`."""
+    import ray
+
+    from interp_icl.sweeps.driver import start_local_ray
+
+    if not ray.is_initialized():
+        start_local_ray(2)
+    yield
+    ray.shutdown()

@@ -42,8 +42,9 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory) -> Path:
-    """A sweep of 2 settings x 2 seeds of 8-step runs, trained and analysed on a local Ray."""
+def tiny_sweep(tmp_path_factory, local_ray) -> Path:
+    """A sweep of 2 settings x 2 seeds of 8-step runs, trained and analysed on the session's
+    local Ray instance."""
     from interp_icl.sweeps import run_sweep
 
     base = tiny_config(train={"steps": 8, "checkpoint_every": 8}).to_dict()

@@ -186,18 +186,6 @@ def load_script(name: str):
     return script
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local 2-CPU Ray instance for the quick study's sweep."""
-    import ray
-
-    from interp_icl.sweeps.driver import start_local_ray
-
-    start_local_ray(2)
-    yield
-    ray.shutdown()
-
-
 def test_quick_mode_measures_every_cell_against_every_family(tmp_path, local_ray):
     script = load_script("preconditioned_gd")
     summary = script.main(["--quick", "--out", str(tmp_path)])

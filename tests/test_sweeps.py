@@ -41,17 +41,9 @@ def without_wall_time(table: pd.DataFrame) -> pd.DataFrame:
     return table[[c for c in table.columns if not c.startswith("wall_s")]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    """One local 2-CPU Ray instance for the module (run_sweep uses a running instance); a test
-    that needs another shuts it down and restarts it."""
-    import ray
-
-    from interp_icl.sweeps.driver import start_local_ray
-
-    start_local_ray(2)
-    yield
-    ray.shutdown()
+# every test here on the session's local 2-CPU Ray instance (tests/conftest.py); a test that
+# needs another shuts it down and restarts it
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 @pytest.fixture(scope="module")
