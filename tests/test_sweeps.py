@@ -25,7 +25,7 @@ BASE = {
     "name": "tiny", "seed": 1,
     "task": {"vocab_size": 3, "parents": [1], "alpha": 0.5, "seq_len": 24},
     "model": {"family": "standard", "d_model": 16, "d_head": 8, "n_heads": 2, "d_mlp": 32},
-    "train": {"steps": 120, "batch_size": 8, "lr": 3e-3, "eval_every": 40, "n_eval": 32, "checkpoint_every": 20},
+    "train": {"steps": 60, "batch_size": 8, "lr": 3e-3, "eval_every": 40, "n_eval": 32, "checkpoint_every": 20},
 }
 SPEC = {
     "base": {"config": BASE},
