@@ -6,13 +6,15 @@ work (Ray cells, a notebook kernel, another job) wait on each other far more tha
 OMP_NUM_THREADS to choose another count."""
 
 import os
+import shutil
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from interp_icl.config import RunConfig  # noqa: E402
+from interp_icl.config import RunConfig
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # also if torch was imported first
 
@@ -52,3 +54,21 @@ def local_ray():
         start_local_ray(2)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(tmp_path_factory) -> Path:
+    """`tiny_config()` trained once for the session (40 steps, 13 checkpoints), for the tests that
+    need *a* trained run. Read it only; a test that writes into a run (analysis caches, reports,
+    role results) works on its own copy (`copy_run`): the same files its own training would write."""
+    from interp_icl.runs import create_run
+
+    run = tmp_path_factory.mktemp("shared") / "tiny"
+    create_run(tiny_config(), run, progress=False).run()
+    return run
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    """A copy of the run directory `run` at `to` (which must not exist); returns `to`."""
+    shutil.copytree(run, to)
+    return to
