@@ -164,7 +164,7 @@ def test_gdpp_construction_is_the_gdpp_recursion_and_gamma_zero_is_gd():
 
 
 def test_fit_gdpp_recovers_gdpp_predictions_and_beats_gd():
-    _, (x, y, x_q, y_q, _) = anisotropic(4096, n_points=8, d=3)
+    _, (x, y, x_q, y_q, _) = anisotropic(1024, n_points=8, d=3)
     params = torch.tensor([[0.6, 0.3], [0.5, 0.0]], dtype=F64)
     targets = pg.gdpp_prediction(x, y, x_q, params)
     fit = pg.fit_gdpp(x, y, x_q, targets, steps=2)
