@@ -18,7 +18,8 @@ task.n_labels, model.n_labels; seeds 0, 1, 2 each; `arm_config` builds the same 
 * ``L > N control`` (s002): B = 1, L = 32, the same budget, so that the L = N arm differs from a
   learning one only in L.
 
-``--quick`` trains seed 0 of every arm for a few steps: the study's mechanics only.
+``--quick`` trains seed 0 of every arm for a few steps, in a 32-wide network: the study's
+mechanics only.
 
 Measured per run, from the trainer's evaluations (every 25 steps, 512 fixed sequences per set)
 and from the progress measures at every checkpoint
@@ -70,7 +71,9 @@ from interp_icl.theory import abrupt_learning as phenomenological
 from interp_icl.viz.report import ReportPage
 
 NAME = "abrupt_learning"
-QUICK = {"train.steps": 150, "train.eval_every": 25, "train.n_eval": 128, "train.checkpoint_every": 50}
+# --quick: 150 steps of a 32-wide network (the study's is 128 wide; the width changes no mechanics)
+QUICK = {"train.steps": 150, "train.eval_every": 25, "train.n_eval": 128, "train.checkpoint_every": 50,
+         "model.d_model": 32, "model.d_head": 32, "model.d_mlp": 32}
 LEARNED = 0.9  # final ICL accuracy that counts as "learned in context"
 ABRUPT_RATIO = 0.5  # the rise (t90 - t10) may last at most this fraction of the time before it
 N_PROGRESS = 512  # sequences of the progress measures at each checkpoint

@@ -61,6 +61,10 @@ NAME = "preconditioned_gd"
 FAMILIES = ("GD", "PGD", "GD++")
 N_FIT, N_EVAL, N_GRAD = 16384, 8192, 16384
 N_FIT_QUICK, N_EVAL_QUICK, N_GRAD_QUICK = 512, 512, 512
+# --quick: L-BFGS iterations of the PGD and GD++ fits (the theory module's defaults are 500 and
+# 200). Every fit keeps the best of its starts and its searches, and the starts hold the plain-GD
+# member, so fewer iterations leave the families nested (PGD and GD++ fit no worse than GD).
+FIT_ITERATIONS_QUICK = {"PGD": 50, "GD++": 20}
 LAST_SHARE = 0.2  # convergence: relative loss change over this last share of the steps
 LOSS_CHANGE_CONVERGED = 0.02  # |relative loss change| over the last LAST_SHARE below this ...
 NOISE_RATIO_CONVERGED = 2.0  # ... and ‖∇‖ within this many times its sampling noise
@@ -84,22 +88,24 @@ def family_predict(family: str, params, x, y, x_q, layers: int) -> torch.Tensor:
     return pg.gdpp_prediction(x, y, x_q, params)
 
 
-def fit_family(family: str, sample, targets, layers: int):
-    """The family's parameters fitted to `targets` on `sample`: η, Γ [L, d, d] or [L, 2]."""
+def fit_family(family: str, sample, targets, layers: int, quick: bool = False):
+    """The family's parameters fitted to `targets` on `sample`: η, Γ [L, d, d] or [L, 2]
+    (`quick`: FIT_ITERATIONS_QUICK L-BFGS iterations)."""
     x, y, x_q = sample.x, sample.y, sample.x_q
+    iterations = {"iterations": FIT_ITERATIONS_QUICK[family]} if quick and family in FIT_ITERATIONS_QUICK else {}
     if family == "GD":
         return lr.fit_gd_lr(x, y, x_q, targets, steps=layers).eta
     if family == "PGD":
-        return pg.fit_pgd(x, y, x_q, targets, steps=layers).params
-    return pg.fit_gdpp(x, y, x_q, targets, steps=layers).params
+        return pg.fit_pgd(x, y, x_q, targets, steps=layers, **iterations).params
+    return pg.fit_gdpp(x, y, x_q, targets, steps=layers, **iterations).params
 
 
-def optima(task, layers: int, n_fit: int) -> dict:
+def optima(task, layers: int, n_fit: int, quick: bool = False) -> dict:
     """Each family's best member for the query targets, fitted on fresh tasks (per depth). For
     one layer the PGD optimum is the closed form Γ* (exact for the population, where a fit carries
     sampling error); the fit is kept as "PGD fitted", to check the closed form against."""
     fit = task_sample(task, n_fit, "fit")
-    best = {family: fit_family(family, fit, fit.y_q, layers) for family in FAMILIES}
+    best = {family: fit_family(family, fit, fit.y_q, layers, quick) for family in FAMILIES}
     if layers == 1:
         best["PGD fitted"] = best["PGD"]
         best["PGD"] = pg.optimal_preconditioner(task.x_covariance(), task.config.n_points, task.config.noise)[None]
@@ -196,7 +202,7 @@ def measure_run(run_dir: Path, best: dict, quick: bool) -> tuple[dict, list[dict
         row[f"dist_{family}_opt"] = lr.prediction_difference(y_model, y_opt).relative_l2
         opt_predict = lambda x, y, x_q, f=family, p=params: family_predict(f, p, x, y, x_q, layers)
         row[f"cos_{family}_opt"] = lr.sensitivity_cosine(predict, opt_predict, ev.x, ev.y, ev.x_q)
-        fitted = fit_family(family, fit, y_model_fit, layers)
+        fitted = fit_family(family, fit, y_model_fit, layers, quick)
         y_fitted = family_predict(family, fitted, ev.x, ev.y, ev.x_q, layers)
         row[f"dist_{family}_fit"] = lr.prediction_difference(y_model, y_fitted).relative_l2
     row["closest_opt"] = closest_family({f: row[f"dist_{f}_opt"] for f in FAMILIES})
@@ -293,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = sweep.results.set_index("cell")
     task = load_run(next(iter(dirs.values()))).task
     depths = sorted({int(results.loc[c, "model.n_layers"]) for c in dirs})
-    best_by_depth = {L: optima(task, L, N_FIT_QUICK if args.quick else N_FIT) for L in depths}
+    best_by_depth = {L: optima(task, L, N_FIT_QUICK if args.quick else N_FIT, args.quick) for L in depths}
     rows, layer_rows = [], []
     for cell, run_dir in dirs.items():
         row, per_layer = measure_run(run_dir, best_by_depth[int(results.loc[cell, "model.n_layers"])], args.quick)

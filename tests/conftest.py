@@ -1,6 +1,22 @@
+"""Shared test helpers. Torch runs on one thread in the tests (and in every process they start:
+the variable is inherited by CLI subprocesses, notebook kernels and Ray workers), as a sweep cell
+does: the models here are tiny, and two threads on a 2-core machine that is also running other
+work (Ray cells, a notebook kernel, another job) wait on each other far more than they gain
+(a 1,000-step LSA run: 3-5 s on one thread, 5-45 s on two on a shared 2-core machine). Set
+OMP_NUM_THREADS to choose another count."""
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
+
 import pytest
+import torch
 
 from interp_icl.config import RunConfig
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # also if torch was imported first
 
 
 def tiny_config(**sections) -> RunConfig:
@@ -23,3 +39,36 @@ def tiny_config(**sections) -> RunConfig:
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local 2-CPU Ray instance for every test that runs a sweep (`run_sweep` uses a running
+    instance), started when a test first asks for it and shut down when the session ends. A test
+    that needs another instance shuts this one down and restarts it with `start_local_ray(2)`."""
+    import ray
+
+    from interp_icl.sweeps.driver import start_local_ray
+
+    if not ray.is_initialized():
+        start_local_ray(2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(tmp_path_factory) -> Path:
+    """`tiny_config()` trained once for the session (40 steps, 13 checkpoints), for the tests that
+    need *a* trained run. Read it only; a test that writes into a run (analysis caches, reports,
+    role results) works on its own copy (`copy_run`): the same files its own training would write."""
+    from interp_icl.runs import create_run
+
+    run = tmp_path_factory.mktemp("shared") / "tiny"
+    create_run(tiny_config(), run, progress=False).run()
+    return run
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    """A copy of the run directory `run` at `to` (which must not exist); returns `to`."""
+    shutil.copytree(run, to)
+    return to

@@ -21,9 +21,8 @@ from interp_icl.models.handmade_gih import gih_for_parents
 from interp_icl.models.handmade_standard import induction_circuit
 from interp_icl.tasks.markov import MarkovTask
 from interp_icl.seeding import generator
-from interp_icl.runs import create_run
 from interp_icl.viz import explorer
-from tests.conftest import tiny_config
+from tests.conftest import copy_run, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = ROOT / "dashboards"
@@ -34,16 +33,16 @@ PLOTLY = "application/vnd.plotly.v1+json"
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """A 40-step standard run on 24-token Markov sequences with parents {1} (about 4 s)."""
-    run = tmp_path_factory.mktemp("dashboards") / "tiny"
-    create_run(tiny_config(train={"steps": 40}), run, force=True, progress=False).run()
-    return run
+def tiny_run(tmp_path_factory, tiny_trained_run) -> Path:
+    """A 40-step standard run on 24-token Markov sequences with parents {1}: a copy of the
+    session's `tiny_config()` run (the notebooks store analysis results in it)."""
+    return copy_run(tiny_trained_run, tmp_path_factory.mktemp("dashboards") / "tiny")
 
 
 @pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory) -> Path:
-    """A sweep of 2 settings x 2 seeds of 8-step runs, trained and analysed on a local Ray."""
+def tiny_sweep(tmp_path_factory, local_ray) -> Path:
+    """A sweep of 2 settings x 2 seeds of 8-step runs, trained and analysed on the session's
+    local Ray instance."""
     from interp_icl.sweeps import run_sweep
 
     base = tiny_config(train={"steps": 8, "checkpoint_every": 8}).to_dict()

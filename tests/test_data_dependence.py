@@ -25,18 +25,6 @@ def load_script():
 study = load_script()
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local 2-CPU Ray instance for the quick-mode test."""
-    import ray
-
-    from interp_icl.sweeps.driver import start_local_ray
-
-    start_local_ray(2)
-    yield
-    ray.shutdown()
-
-
 def curve(values, every=50):
     return pd.Series(values, index=[every * i for i in range(len(values))], dtype=float)
 

@@ -42,7 +42,7 @@ def test_order_text_sorts_roles_by_half_rise_and_marks_ties():
     assert study.order_text({"selector": None, "copier": None, "classifier": None}) is None
 
 
-def test_quick_study_runs_both_arms_and_writes_fits_order_page_and_json(tmp_path):
+def test_quick_study_runs_both_arms_and_writes_fits_order_page_and_json(tmp_path, local_ray):
     study = load_study()
     summary = study.main(["--quick", "--out", str(tmp_path), "--workers", "1"])
 

@@ -37,13 +37,12 @@ SEQ_LEN = 10
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """A randomly initialised and a trained standard model (TL-native bridges)."""
+def models(tiny_trained_run):
+    """A randomly initialised and a trained standard model (TL-native bridges; the trained one is
+    the session's `tiny_config()` run)."""
     config = tiny_config()
     random = build_model(config.model, 3, config.task.seq_len, seed=5).eval()
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    create_run(config, run_dir, progress=False).run()
-    return {"random": random, "trained": load_run(run_dir).model}
+    return {"random": random, "trained": load_run(tiny_trained_run).model}
 
 
 def metrics():

@@ -164,7 +164,7 @@ def test_gdpp_construction_is_the_gdpp_recursion_and_gamma_zero_is_gd():
 
 
 def test_fit_gdpp_recovers_gdpp_predictions_and_beats_gd():
-    _, (x, y, x_q, y_q, _) = anisotropic(4096, n_points=8, d=3)
+    _, (x, y, x_q, y_q, _) = anisotropic(1024, n_points=8, d=3)
     params = torch.tensor([[0.6, 0.3], [0.5, 0.0]], dtype=F64)
     targets = pg.gdpp_prediction(x, y, x_q, params)
     fit = pg.fit_gdpp(x, y, x_q, targets, steps=2)
@@ -184,18 +184,6 @@ def load_script(name: str):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local 2-CPU Ray instance for the quick study's sweep."""
-    import ray
-
-    from interp_icl.sweeps.driver import start_local_ray
-
-    start_local_ray(2)
-    yield
-    ray.shutdown()
 
 
 def test_quick_mode_measures_every_cell_against_every_family(tmp_path, local_ray):

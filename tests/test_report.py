@@ -22,11 +22,12 @@ SCREENSHOT_DIR = Path(os.environ.get("INTERP_ICL_SCREENSHOTS", "test-artifacts")
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    """A small standard run (40 steps, 13 checkpoints) and its report, written by the CLI with
-    small sample sizes. With ``INTERP_ICL_REPORT_RUN=runs/quickstart`` the module checks the report
-    of a copy of that run instead, made with the default settings (what users get)."""
-    from tests.conftest import tiny_config
+def small_run(tmp_path_factory, request):
+    """A small standard run (40 steps, 13 checkpoints: a copy of the session's `tiny_config()`
+    run) and its report, written by the CLI with small sample sizes. With
+    ``INTERP_ICL_REPORT_RUN=runs/quickstart`` the module checks the report of a copy of that run
+    instead, made with the default settings (what users get)."""
+    from tests.conftest import copy_run
 
     given = os.environ.get("INTERP_ICL_REPORT_RUN")
     if given:
@@ -35,8 +36,7 @@ def small_run(tmp_path_factory):
         shutil.copytree(given, run, ignore=ignore)
         sizes = []
     else:
-        run = tmp_path_factory.mktemp("report") / "tiny"
-        create_run(tiny_config(), run, force=True, progress=False).run()
+        run = copy_run(request.getfixturevalue("tiny_trained_run"), tmp_path_factory.mktemp("report") / "tiny")
         sizes = ["--n-sequences", "32", "--n-kernels", "50", "--dynamics-sequences", "16"]
     done = run_cli("report", str(run), "--no-progress", *sizes, cwd=run.parent)
     assert done.returncode == 0, done.stderr

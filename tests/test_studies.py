@@ -21,16 +21,8 @@ def load_script(name: str):
     return script
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    """One local 2-CPU Ray instance for the module; the studies' sweeps use it."""
-    import ray
-
-    from interp_icl.sweeps.driver import start_local_ray
-
-    start_local_ray(2)
-    yield
-    ray.shutdown()
+# the studies' sweeps run on the session's local 2-CPU Ray instance (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 def test_selection_phase_diagram_quick_mode_measures_every_cell(tmp_path):

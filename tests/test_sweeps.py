@@ -25,7 +25,7 @@ BASE = {
     "name": "tiny", "seed": 1,
     "task": {"vocab_size": 3, "parents": [1], "alpha": 0.5, "seq_len": 24},
     "model": {"family": "standard", "d_model": 16, "d_head": 8, "n_heads": 2, "d_mlp": 32},
-    "train": {"steps": 120, "batch_size": 8, "lr": 3e-3, "eval_every": 40, "n_eval": 32, "checkpoint_every": 20},
+    "train": {"steps": 60, "batch_size": 8, "lr": 3e-3, "eval_every": 40, "n_eval": 32, "checkpoint_every": 20},
 }
 SPEC = {
     "base": {"config": BASE},
@@ -41,17 +41,9 @@ def without_wall_time(table: pd.DataFrame) -> pd.DataFrame:
     return table[[c for c in table.columns if not c.startswith("wall_s")]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    """One local 2-CPU Ray instance for the module (run_sweep uses a running instance); a test
-    that needs another shuts it down and restarts it."""
-    import ray
-
-    from interp_icl.sweeps.driver import start_local_ray
-
-    start_local_ray(2)
-    yield
-    ray.shutdown()
+# every test here on the session's local 2-CPU Ray instance (tests/conftest.py); a test that
+# needs another shuts it down and restarts it
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 @pytest.fixture(scope="module")
@@ -70,26 +62,6 @@ def two_workers(tmp_path_factory):
 
 def test_a_local_ray_instance_talks_on_loopback_only(two_workers):
     assert two_workers.addresses and all(a.startswith("127.0.0.1:") for a in two_workers.addresses)
-
-
-def test_tables_are_identical_with_one_and_two_workers(two_workers, tmp_path):
-    import ray
-
-    from interp_icl.sweeps.driver import start_local_ray
-
-    ray.shutdown()  # run_sweep starts its own 1-CPU instance: one cell at a time
-    try:
-        one = run_sweep(SPEC, tmp_path / "one", workers=1)
-    finally:
-        start_local_ray(2)
-    pd.testing.assert_frame_equal(without_wall_time(one.results), without_wall_time(two_workers.results))
-    pd.testing.assert_frame_equal(without_wall_time(one.summary), without_wall_time(two_workers.summary))
-    results = two_workers.results
-    assert results["cell"].tolist() == ["s000-seed0", "s000-seed1", "s001-seed0", "s001-seed1"]
-    assert (results["status"] == "done").all() and results["error"].isna().all()
-    assert results["task.parents"].tolist() == ["[1]", "[1]", "[2]", "[2]"]
-    loaded = load_sweep(two_workers.path)
-    pd.testing.assert_frame_equal(loaded.results, two_workers.results)
 
 
 def test_a_cell_equals_its_config_trained_and_analysed_alone(two_workers, tmp_path):
@@ -271,3 +243,25 @@ def test_loss_over_bayes_only_where_the_bayes_loss_is_not_zero():
     noiseless = _losses({"eval_loss": 0.06, "bayes_loss": 4e-16})  # least squares, no noise
     assert "loss_over_bayes" not in noiseless and noiseless["bayes_loss"] == 4e-16
     assert "loss_over_bayes" not in _losses({"eval_loss": 0.06})
+
+
+# Last in the module: it restarts the Ray instance, whose new worker processes start cold (they
+# import torch and the project again: the shared sweep took 20 s on them against 7 s on warm ones).
+def test_tables_are_identical_with_one_and_two_workers(two_workers, tmp_path):
+    import ray
+
+    from interp_icl.sweeps.driver import start_local_ray
+
+    ray.shutdown()  # run_sweep starts its own 1-CPU instance: one cell at a time
+    try:
+        one = run_sweep(SPEC, tmp_path / "one", workers=1)
+    finally:
+        start_local_ray(2)
+    pd.testing.assert_frame_equal(without_wall_time(one.results), without_wall_time(two_workers.results))
+    pd.testing.assert_frame_equal(without_wall_time(one.summary), without_wall_time(two_workers.summary))
+    results = two_workers.results
+    assert results["cell"].tolist() == ["s000-seed0", "s000-seed1", "s001-seed0", "s001-seed1"]
+    assert (results["status"] == "done").all() and results["error"].isna().all()
+    assert results["task.parents"].tolist() == ["[1]", "[1]", "[2]", "[2]"]
+    loaded = load_sweep(two_workers.path)
+    pd.testing.assert_frame_equal(loaded.results, two_workers.results)
