@@ -1,9 +1,11 @@
 """Shared test helpers. Torch runs on one thread in the tests (and in every process they start:
 the variable is inherited by CLI subprocesses, notebook kernels and Ray workers), as a sweep cell
-does: the models here are tiny, and two threads on a 2-core machine that is also running other
-work (Ray cells, a notebook kernel, another job) wait on each other far more than they gain
-(a 1,000-step LSA run: 3-5 s on one thread, 5-45 s on two on a shared 2-core machine). Set
-OMP_NUM_THREADS to choose another count."""
+does. Most models here are tiny, and two threads on a 2-core machine that is also running other
+work (Ray cells, a notebook kernel, another job) wait on each other far more than they gain: with
+another job running, the suite took 34 min on two threads and 11 min on one. On an idle machine
+two threads are faster for the larger models (test_roles.py 34 s against 57 s, the quickstart
+smoke test 41 s against 63 s), about a minute of the suite. Set OMP_NUM_THREADS to choose another
+count (OMP_NUM_THREADS=2: torch's default on 2 cores)."""
 
 import os
 import shutil
