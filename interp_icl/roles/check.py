@@ -29,7 +29,6 @@ import pandas as pd
 
 from interp_icl.stats import Z95
 
-SENSES = (">=", "<=")
 
 
 @dataclass(frozen=True)

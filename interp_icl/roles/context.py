@@ -31,6 +31,7 @@ from interp_icl.models import layout
 from interp_icl.models.layout import ModelLayout
 from interp_icl.patching.interventions import run_patched, sequence_nll
 from interp_icl.patching.sources import cached_activations
+from interp_icl.roles.check import normal_interval
 from interp_icl.seeding import seeded
 from interp_icl.theory.estimators import sgram_probs
 
@@ -117,8 +118,6 @@ class RoleContext:
 
 def mean_interval(values: Tensor) -> tuple[float, float, tuple[float, float] | None]:
     """(mean, stderr, 95% normal interval) of per-sequence values (NaNs dropped)."""
-    from interp_icl.roles.check import normal_interval
-
     mean, stderr, _ = mean_stderr(values)
     return mean, stderr, normal_interval(mean, stderr)
 
