@@ -30,7 +30,6 @@ import pandas as pd
 from interp_icl.stats import Z95
 
 
-
 @dataclass(frozen=True)
 class Check:
     role: str
