@@ -43,6 +43,22 @@ def tiny():
     return tiny_config
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """The suite runs on two pytest-xdist workers (`-n 2 --dist loadgroup` in pyproject.toml).
+    Every test that uses the shared Ray instance goes to one worker, so one instance serves them
+    all; the tests of a module with a module-scoped fixture go to one worker together, so the
+    fixture (a trained model, the zoo's verdicts) is computed once."""
+    for item in items:
+        if "local_ray" in item.fixturenames:
+            group = "ray"
+        elif any(defs[-1].scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values()):
+            group = item.module.__name__
+        else:
+            continue
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def local_ray():
     """One local 2-CPU Ray instance for every test that runs a sweep (`run_sweep` uses a running
