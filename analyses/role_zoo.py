@@ -43,7 +43,7 @@ def fragment(table, hypotheses) -> str:
         + confusion_markdown(table)
         + "\nThe GIH hypothesis test (causal scrubbing) on four of them, same sequences:\n\n"
         + hypotheses_markdown(hypotheses)
-        + "\n<details><summary>Every check on every zoo model</summary>\n\n"
+        + "\n<details markdown=\"1\"><summary>Every check on every zoo model</summary>\n\n"
         + checks_markdown(table)
         + "\n</details>\n"
     )

@@ -47,12 +47,11 @@ import torch
 from torch import Tensor, nn
 
 from interp_icl.analysis.classifier import classifier as classifier_pass
-from interp_icl.analysis.classifier import match_counts
 from interp_icl.analysis.result import make_table, row, scalar_row, set_label
 from interp_icl.models import target_offset
 from interp_icl.patching.interventions import patched_output, sequence_nll
 from interp_icl.roles.check import Check, RoleResult, passes
-from interp_icl.roles.context import RoleContext, mean_interval, ratio_interval
+from interp_icl.roles.context import RoleContext, match_masks, mean_interval, ratio_interval
 from interp_icl.roles.heads import layer_z, other_heads
 
 ROLE = "classifier"
@@ -63,20 +62,6 @@ PATTERN_MATTERS = 0.01
 FIT_STEPS = 30
 FIT_LR = 0.5
 FIT_POLISH = 20
-
-
-def match_masks(tokens: Tensor, parents: tuple[int, ...], t0: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(full ``[B, Q, T]``, partial ``[B, Q, T]``, past ``[Q, T]``) for the rows that predict
-    targets t0..T-1 (see the module docstring)."""
-    seq = tokens.shape[1]
-    targets = torch.arange(t0, seq)
-    keys = torch.arange(seq)
-    past = keys[None, :] <= targets[:, None] - 1
-    counted = past & (keys >= max(parents))
-    counts = match_counts(tokens, parents)[:, targets]
-    full = (counts == len(parents)) & counted
-    partial = (counts >= 1) & (counts < len(parents)) & counted
-    return full, partial, past
 
 
 def pattern_rows(full: Tensor, partial: Tensor, past: Tensor, a: Tensor, b: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ import math
 
 from rich.table import Table
 
-from interp_icl.roles.check import Check, RoleResult
+from interp_icl.roles.check import Check, HeadEffect, RoleResult
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -28,6 +28,12 @@ def interval_text(check: Check) -> str:
         return ""
     low, high = check.interval
     return f"[{_num(low)}, {_num(high)}]"
+
+
+def check_line(check: Check) -> str:
+    """One check in one line: 'classifier.fitted_recovery 0.887 [0.865, 0.905] (needs >= 0.9)'."""
+    measured = "not measured" if check.measured is None else " ".join(filter(None, (_num(check.measured), interval_text(check))))
+    return f"{check.role}.{check.name} {measured} (needs {check.sense} {_num(check.needed)})"
 
 
 def verdict_table(results: dict[str, RoleResult], title: str) -> Table:
@@ -88,6 +94,25 @@ def hypothesis_line(hypothesis) -> str:
     )
 
 
+def head_parts(h: HeadEffect) -> dict[str, str]:
+    """One head's account as short texts: {"effects": mean / resample ablation (nats), "paths":
+    the effect through each path, "attention", "encodes": the three best-probed features}."""
+    effects = f"{h.paths.get('mean ablation', math.nan):+.3f} / {h.paths.get('resample ablation', math.nan):+.3f}"
+    paths = ", ".join(f"{k} {v:+.3f}" for k, v in h.paths.items() if not k.endswith("ablation"))
+    offsets = sorted(h.attention.get("offset_mass", {}).items(), key=lambda kv: -kv[1])[:2]
+    attention = f"entropy {h.attention['entropy']:.2f}; " + ", ".join(f"r={r} {m:.2f}" for r, m in offsets)
+    ranked = sorted(h.encodes.items(), key=lambda kv: -(kv[1] if math.isfinite(kv[1]) else -1))[:3]
+    encodes = ", ".join(f"{feature_name(k)} {v:.2f}" for k, v in ranked)
+    return {"effects": effects, "paths": paths, "attention": attention, "encodes": encodes}
+
+
+def head_line(h: HeadEffect) -> str:
+    """One head's account in one line: 'L0H2: +0.390 / +0.720 nats (mean / resample); q +0.01,
+    k +0.02, v +0.33, other +0.01; encodes pos 0.95, freq 0.80, x@-0 0.40'."""
+    parts = head_parts(h)
+    return f"{h.unit}: {parts['effects']} nats (mean / resample); {parts['paths']}; encodes {parts['encodes']}"
+
+
 def heads_table(results: dict[str, RoleResult]) -> Table | None:
     """Heads outside the role sets whose ablation matters: effect, paths, attention, probes."""
     heads = [(role, h) for role, r in results.items() for h in r.other_heads]
@@ -97,11 +122,6 @@ def heads_table(results: dict[str, RoleResult]) -> Table | None:
     for column in ("head", "effect (mean / resample)", "by path", "attention", "encodes (held-out R²)"):
         table.add_column(column)
     for role, h in heads:
-        effects = f"{h.paths.get('mean ablation', math.nan):+.3f} / {h.paths.get('resample ablation', math.nan):+.3f}"
-        paths = ", ".join(f"{k} {v:+.3f}" for k, v in h.paths.items() if not k.endswith("ablation"))
-        offsets = sorted(h.attention.get("offset_mass", {}).items(), key=lambda kv: -kv[1])[:2]
-        attention = f"entropy {h.attention['entropy']:.2f}; " + ", ".join(f"r={r} {m:.2f}" for r, m in offsets)
-        ranked = sorted(h.encodes.items(), key=lambda kv: -(kv[1] if math.isfinite(kv[1]) else -1))[:3]
-        encodes = ", ".join(f"{feature_name(k)} {v:.2f}" for k, v in ranked)
-        table.add_row(f"{h.unit} ({role})", effects, paths, attention, encodes)
+        parts = head_parts(h)
+        table.add_row(f"{h.unit} ({role})", parts["effects"], parts["paths"], parts["attention"], parts["encodes"])
     return table

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from interp_icl.analysis.classifier import match_counts
 from interp_icl.analysis.common import check_tokens_for
 from interp_icl.analysis.copier import default_max_offset
 from interp_icl.analysis.result import mean_stderr
@@ -139,3 +140,19 @@ def ratio_interval(
     values = torch.tensor(draws, dtype=torch.float64)
     low, high = torch.quantile(values, torch.tensor([0.025, 0.975], dtype=torch.float64))
     return float(low), float(high)
+
+
+def match_masks(tokens: Tensor, parents: tuple[int, ...], t0: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(full ``[B, Q, T]``, partial ``[B, Q, T]``, past ``[Q, T]``) for the rows that predict
+    targets t0..T-1 from the match counts of `interp_icl.analysis.classifier.match_counts`: target
+    t against key l < t, counted from l >= max(parents); full = every parent matches, partial =
+    some but not all."""
+    seq = tokens.shape[1]
+    targets = torch.arange(t0, seq)
+    keys = torch.arange(seq)
+    past = keys[None, :] <= targets[:, None] - 1
+    counted = past & (keys >= max(parents))
+    counts = match_counts(tokens, parents)[:, targets]
+    full = (counts == len(parents)) & counted
+    partial = (counts >= 1) & (counts < len(parents)) & counted
+    return full, partial, past

@@ -30,14 +30,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from interp_icl.analysis.classifier import match_counts
 from interp_icl.analysis.copier import offset_masses
 from interp_icl.analysis.result import row
 from interp_icl.models import target_offset
 from interp_icl.patching.interventions import Hook, replace, run_patched
 from interp_icl.patching.sources import cached_activations
 from interp_icl.roles.check import HeadEffect
-from interp_icl.roles.context import RoleContext, mean_interval
+from interp_icl.roles.context import RoleContext, match_masks, mean_interval
 
 COMPONENTS = ("q", "k", "v")
 PROBE_MIN_ROWS = 8
@@ -118,9 +117,7 @@ def attention_summary(ctx: RoleContext, layer: int, head: int, max_offset: int) 
     p = pattern[:, rows]
     entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(-1).mean()
     masses = offset_masses(pattern[:, None], max_offset)[:, 0].mean((0, 1))  # [R+1]
-    counts = match_counts(ctx.tokens, ctx.parents)[:, rows + off]  # [B, Q, T] target t vs key l
-    keys = torch.arange(ctx.tokens.shape[1])
-    full = (counts == len(ctx.parents)) & (keys[None, None] >= max(ctx.parents)) & (keys[None, None] < (rows + off)[None, :, None])
+    full, _, _ = match_masks(ctx.tokens, ctx.parents, ctx.t0)  # [B, Q, T]
     full_mass = (p * full).sum(-1).mean()
     return {
         "entropy": float(entropy),
