@@ -24,6 +24,7 @@ LAYERS = {
     "sweeps": 7,
     "runs": 6,
     "roles": 5.5,
+    "circuits": 5.5,
     "patching": 5,
     "analysis": 4,
     "training": 3,

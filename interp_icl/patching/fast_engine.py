@@ -65,7 +65,9 @@ def unsupported_reason(model: nn.Module) -> str | None:
 
 
 @dataclass
-class _Layer:
+class LayerWeights:
+    """One block's weights, read through TransformerLens's weight properties (detached)."""
+
     ln1: tuple[Tensor, Tensor] | None
     W_Q: Tensor  # [H, d, dh]
     b_Q: Tensor  # [H, dh]
@@ -107,6 +109,40 @@ def _slots(config: Tensor, n_configs: int) -> Tensor:
     return torch.arange(config.numel()) - starts[config]
 
 
+def attention_scale(cfg) -> float:
+    """The divisor of the attention scores."""
+    use_scale = getattr(cfg, "use_attn_scale", True) and getattr(cfg, "attn_scale", -1.0) > 0
+    return float(cfg.attn_scale) if use_scale else math.sqrt(cfg.d_head)
+
+
+def norm_params(module: nn.Module) -> tuple[Tensor, Tensor]:
+    return module.w.detach(), module.b.detach()
+
+
+def read_layer(model: nn.Module, layer: int) -> LayerWeights:
+    """Block `layer`'s weights (LN parameters None without LN, MLP weights None when attention-only)."""
+    block = model.blocks[layer]
+    ln = model.cfg.normalization_type == "LN"
+    attn = block.attn
+    mlp = None if getattr(model.cfg, "attn_only", False) else block.mlp
+    return LayerWeights(
+        ln1=norm_params(block.ln1) if ln else None,
+        W_Q=attn.W_Q.detach(),
+        b_Q=attn.b_Q.detach(),
+        W_K=attn.W_K.detach(),
+        b_K=attn.b_K.detach(),
+        W_V=attn.W_V.detach(),
+        b_V=attn.b_V.detach(),
+        W_O=attn.W_O.detach(),
+        b_O=attn.b_O.detach(),
+        ln2=norm_params(block.ln2) if (ln and mlp is not None) else None,
+        W_in=None if mlp is None else mlp.W_in.detach(),
+        b_in=None if mlp is None else mlp.b_in.detach(),
+        W_out=None if mlp is None else mlp.W_out.detach(),
+        b_out=None if mlp is None else mlp.b_out.detach(),
+    )
+
+
 class FastEngine:
     """Patched outputs of a standard-layout model, recomputing only what each patch can change.
 
@@ -125,12 +161,11 @@ class FastEngine:
         cfg = model.cfg
         self.n_layers, self.n_heads, self.d_head = cfg.n_layers, cfg.n_heads, cfg.d_head
         self.eps = float(getattr(cfg, "eps", 1e-5))
-        use_scale = getattr(cfg, "use_attn_scale", True) and getattr(cfg, "attn_scale", -1.0) > 0
-        self.scale = float(cfg.attn_scale) if use_scale else math.sqrt(cfg.d_head)
+        self.scale = attention_scale(cfg)
         self.attn_only = bool(getattr(cfg, "attn_only", False))
         self.act = None if self.attn_only else ACTIVATIONS[cfg.act_fn]
-        self.layers = [self._read_layer(model, l) for l in range(self.n_layers)]
-        self.ln_final = self._norm(model.ln_final) if cfg.normalization_type == "LN" else None
+        self.layers = [read_layer(model, l) for l in range(self.n_layers)]
+        self.ln_final = norm_params(model.ln_final) if cfg.normalization_type == "LN" else None
         self.W_U, self.b_U = model.W_U.detach(), model.b_U.detach()
         self.base, self.sources = base, sources
         self.read_mask = torch.zeros(base_output.shape[1], dtype=torch.bool)
@@ -145,31 +180,6 @@ class FastEngine:
         ]
 
     # ----- weights ----------------------------------------------------------------------------
-    def _norm(self, module: nn.Module) -> tuple[Tensor, Tensor]:
-        return module.w.detach(), module.b.detach()
-
-    def _read_layer(self, model: nn.Module, layer: int) -> _Layer:
-        block = model.blocks[layer]
-        ln = model.cfg.normalization_type == "LN"
-        attn = block.attn
-        mlp = None if self.attn_only else block.mlp
-        return _Layer(
-            ln1=self._norm(block.ln1) if ln else None,
-            W_Q=attn.W_Q.detach(),
-            b_Q=attn.b_Q.detach(),
-            W_K=attn.W_K.detach(),
-            b_K=attn.b_K.detach(),
-            W_V=attn.W_V.detach(),
-            b_V=attn.b_V.detach(),
-            W_O=attn.W_O.detach(),
-            b_O=attn.b_O.detach(),
-            ln2=self._norm(block.ln2) if (ln and mlp is not None) else None,
-            W_in=None if mlp is None else mlp.W_in.detach(),
-            b_in=None if mlp is None else mlp.b_in.detach(),
-            W_out=None if mlp is None else mlp.W_out.detach(),
-            b_out=None if mlp is None else mlp.b_out.detach(),
-        )
-
     def _ln(self, x: Tensor, params: tuple[Tensor, Tensor] | None) -> Tensor:
         if params is None:
             return x
@@ -292,7 +302,7 @@ class FastEngine:
         return out
 
     def _changed_keys(
-        self, layer: int, weights: _Layer, dirty: _Dirty | None, patch: Configs | None
+        self, layer: int, weights: LayerWeights, dirty: _Dirty | None, patch: Configs | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
         """Keys/values that differ from the base run: ``config [K]``, ``pos [K]`` and the new
         key and value ``[K, B|1, H, dh]``; None if the patch changes no key."""
@@ -360,7 +370,7 @@ class FastEngine:
     def _attention(
         self,
         layer: int,
-        weights: _Layer,
+        weights: LayerWeights,
         config: Tensor,
         pos: Tensor,
         x: Tensor,
