@@ -44,29 +44,42 @@ class EdgeForward:
     def embed(self, tokens: Tensor) -> Tensor:
         return self.W_E[tokens]
 
-    def run(self, tokens: Tensor, deltas: dict[str, Tensor] | None = None, embed: Tensor | None = None
-            ) -> tuple[Tensor, dict[str, Tensor]]:
+    def run(self, tokens: Tensor, deltas: dict[str, Tensor] | None = None, embed: Tensor | None = None,
+            start: int = 0, resid: Tensor | None = None, record: dict[int, Tensor] | None = None,
+            taps: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """(logits ``[N, T, V]``, {sender: its write ``[N, T, d]``}) with ``deltas`` {receiver:
         ``[N, T, d]``} added to the receivers' inputs and the token embedding replaced by
-        `embed` ``[N, T, d]`` if given."""
+        `embed` ``[N, T, d]`` if given. With `start` > 0 the run begins at that layer from its
+        residual input `resid` ``[N, T, d]`` (writes of earlier senders are then not returned; a
+        `start` of n_layers computes only the logits). `record`, if given, receives each layer's
+        residual input {layer: ``[N, T, d]``} and the final residual under key n_layers."""
         deltas = deltas or {}
         seq = tokens.shape[1]
-        e = self.embed(tokens) if embed is None else embed
-        writes = {"embed": e}
-        resid = e + self.W_pos[:seq]
+        writes: dict[str, Tensor] = {}
+        if start == 0:
+            e = self.embed(tokens) if embed is None else embed
+            writes["embed"] = e
+            resid = e + self.W_pos[:seq]
         mask = torch.ones(seq, seq, dtype=torch.bool).tril()
         for layer, w in enumerate(self.layers):
+            if layer < start:
+                continue
+            if record is not None:
+                record[layer] = resid
             heads = w.W_Q.shape[0]
-            inputs = []
-            for part in "qkv":
-                x = resid[:, :, None, :].expand(-1, -1, heads, -1)
+            projected = []
+            for part, weight, bias in (("q", w.W_Q, w.b_Q), ("k", w.W_K, w.b_K), ("v", w.W_V, w.b_V)):
                 added = [deltas.get(f"L{layer}H{h}.{part}") for h in range(heads)]
-                if any(a is not None for a in added):
-                    x = x + torch.stack([torch.zeros_like(resid) if a is None else a for a in added], 2)
-                inputs.append(self._ln(x, w.ln1))
-            q = torch.einsum("bthd,hde->bthe", inputs[0], w.W_Q) + w.b_Q
-            k = torch.einsum("bthd,hde->bthe", inputs[1], w.W_K) + w.b_K
-            v = torch.einsum("bthd,hde->bthe", inputs[2], w.W_V) + w.b_V
+                if any(a is not None for a in added):  # each head its own input
+                    x = resid[:, :, None, :] + torch.stack([torch.zeros_like(resid) if a is None else a for a in added], 2)
+                    projected.append(torch.einsum("bthd,hde->bthe", self._ln(x, w.ln1), weight) + bias)
+                else:  # one input for every head
+                    projected.append(torch.einsum("btd,hde->bthe", self._ln(resid, w.ln1), weight) + bias)
+            q, k, v = projected
+            if taps is not None:
+                for part in "qkv":
+                    taps[f"{layer}.{part}"] = torch.zeros_like(q, requires_grad=True)
+                q, k, v = q + taps[f"{layer}.q"], k + taps[f"{layer}.k"], v + taps[f"{layer}.v"]
             scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.scale
             pattern = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1)
             z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
@@ -79,5 +92,37 @@ class EdgeForward:
                 out = self.act(self._ln(x, w.ln2) @ w.W_in + w.b_in) @ w.W_out + w.b_out
                 writes[f"MLP{layer}"] = out
                 resid = resid + out
+        if record is not None:
+            record[len(self.layers)] = resid
         final = resid + deltas["logits"] if "logits" in deltas else resid
         return self._ln(final, self.ln_final) @ self.W_U + self.b_U, writes
+
+    def input_gradients(self, residuals: dict[int, Tensor], tap_grads: dict[str, Tensor]) -> dict[str, Tensor]:
+        """{"L{l}H{h}.q|k|v": d metric / d(that head's input) ``[N, T, d]``} from the gradients of
+        the taps of `run` and the residual inputs it recorded: the chain rule through the head's
+        projection and its LayerNorm (whose input is the layer's residual input when no delta is
+        added), ∂x = J_LN(x)^T (W[h] ∂q_h); the LayerNorm step is torch's fused backward kernel."""
+        out = {}
+        for layer, w in enumerate(self.layers):
+            grads = torch.cat([torch.einsum("nthe,hde->nthd", tap_grads[f"{layer}.{part}"], weight)
+                               for part, weight in (("q", w.W_Q), ("k", w.W_K), ("v", w.W_V))], 2)  # [N, T, 3H, d]
+            if w.ln1 is not None:
+                grads = self._ln_vjp(residuals[layer].detach(), grads, w.ln1)
+            heads = w.W_Q.shape[0]
+            for i, part in enumerate("qkv"):
+                for h in range(heads):
+                    out[f"L{layer}H{h}.{part}"] = grads[:, :, i * heads + h]
+        return out
+
+    def _ln_vjp(self, x: Tensor, grad: Tensor, params: tuple[Tensor, Tensor]) -> Tensor:
+        """``[N, T, K, d]``: the gradient w.r.t. the LayerNorm input `x` ``[N, T, d]`` (shared by the K
+        inputs) of gradients `grad` ``[N, T, K, d]`` w.r.t. its output."""
+        d, k = x.shape[-1], grad.shape[2]
+        _, mean, rstd = torch.native_layer_norm(x, (d,), params[0], params[1], self.eps)
+
+        def spread(t: Tensor) -> Tensor:
+            return t[:, :, None].expand(-1, -1, k, -1).contiguous()
+
+        return torch.ops.aten.native_layer_norm_backward(
+            grad.contiguous(), spread(x), (d,), spread(mean), spread(rstd), params[0], params[1], [True, False, False]
+        )[0]

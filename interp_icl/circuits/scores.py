@@ -45,23 +45,39 @@ def exact_scores(
     """``[E, B]`` exact metric change of patching each edge (every edge of `graph` by default)."""
     edges = list(graph.edges if edges is None else edges)
     forward = EdgeForward(model, graph)
-    base, source = _writes(forward, tokens), _writes(forward, source_tokens)
-    batch = tokens.shape[0]
+    residuals: dict[int, Tensor] = {}
     with torch.no_grad():
-        clean = metric(forward.run(tokens)[0], tokens)
-        out = torch.empty(len(edges), batch, dtype=clean.dtype)
-        for start in range(0, len(edges), chunk):
-            group = edges[start:start + chunk]
-            rows = len(group) * batch
-            deltas: dict[str, Tensor] = {}
-            for i, e in enumerate(group):
-                if e.receiver not in deltas:
-                    deltas[e.receiver] = torch.zeros(rows, *tokens.shape[1:], base["embed"].shape[-1])
-                deltas[e.receiver][i * batch:(i + 1) * batch] = source[e.sender] - base[e.sender]
-            repeated = tokens.repeat(len(group), 1)
-            logits, _ = forward.run(repeated, deltas)
-            out[start:start + len(group)] = metric(logits, repeated).view(len(group), batch) - clean
+        logits, base = forward.run(tokens, record=residuals)
+        source = forward.run(source_tokens)[1]
+        clean = metric(logits, tokens)
+    batch = tokens.shape[0]
+    out = torch.empty(len(edges), batch, dtype=clean.dtype)
+    by_layer: dict[int, list[int]] = {}  # each edge runs from its receiver's layer on
+    for i, e in enumerate(edges):
+        by_layer.setdefault(receiver_layer(graph, e.receiver), []).append(i)
+    with torch.no_grad():
+        for layer, indices in sorted(by_layer.items()):
+            for start in range(0, len(indices), chunk):
+                group = indices[start:start + chunk]
+                rows = len(group) * batch
+                deltas: dict[str, Tensor] = {}
+                for slot, i in enumerate(group):
+                    e = edges[i]
+                    if e.receiver not in deltas:
+                        deltas[e.receiver] = torch.zeros(rows, *residuals[0].shape[1:])
+                    deltas[e.receiver][slot * batch:(slot + 1) * batch] = source[e.sender] - base[e.sender]
+                repeated = tokens.repeat(len(group), 1)
+                patched, _ = forward.run(repeated, deltas, start=layer, resid=residuals[layer].repeat(len(group), 1, 1))
+                out[group] = metric(patched, repeated).view(len(group), batch) - clean
     return out
+
+
+def receiver_layer(graph: Graph, receiver: str) -> int:
+    """The layer whose residual input a receiver reads (n_layers for the logits)."""
+    if receiver == "logits":
+        return graph.n_layers
+    unit = receiver.split(".")[0]
+    return int(unit[3:]) if unit.startswith("MLP") else int(unit[1:].split("H")[0])
 
 
 def eap_scores(
@@ -74,14 +90,19 @@ def eap_scores(
     forward = EdgeForward(model, graph)
     base, source = _writes(forward, tokens), _writes(forward, source_tokens)
     grads = {r: torch.zeros_like(base["embed"]) for r in graph.receivers}
+    direct = [r for r in graph.receivers if r == "logits" or r.startswith("MLP")]  # one input each
     for k in range(ig_steps):
         alpha = k / ig_steps
         embed = base["embed"] + alpha * (source["embed"] - base["embed"])
-        leaves = {r: torch.zeros_like(base["embed"], requires_grad=True) for r in graph.receivers}
+        leaves = {r: torch.zeros_like(base["embed"], requires_grad=True) for r in direct}
+        taps: dict[str, Tensor] = {}
+        residuals: dict[int, Tensor] = {}
         with torch.enable_grad():
-            logits, _ = forward.run(tokens, leaves, embed=embed)
-            found = torch.autograd.grad(metric(logits, tokens).sum(), list(leaves.values()), allow_unused=True)
-        for r, g in zip(leaves, found):
-            if g is not None:
-                grads[r] += g / ig_steps
+            logits, _ = forward.run(tokens, leaves, embed=embed, record=residuals, taps=taps)
+            found = torch.autograd.grad(metric(logits, tokens).sum(), [*leaves.values(), *taps.values()], allow_unused=True)
+        found = [torch.zeros_like(t) if g is None else g for t, g in zip([*leaves.values(), *taps.values()], found)]
+        step = dict(zip(leaves, found[:len(leaves)]))
+        step.update(forward.input_gradients(residuals, dict(zip(taps, found[len(leaves):]))))
+        for r in graph.receivers:
+            grads[r] += step[r] / ig_steps
     return torch.stack([((source[e.sender] - base[e.sender]) * grads[e.receiver]).sum((1, 2)) for e in graph.edges])

@@ -145,6 +145,8 @@ class ZooModel:
     expected: role -> the verdict every check of that role must give (True holds, False fails,
     None no statement). breaks: the role a negative control breaks ("circuit" for the one-layer
     model), None for positive controls. heads: the stated job of each head (`HeadRole`).
+    circuit: the edges the construction uses (`StandardGIHLayout.circuit_edges`; None where not
+    stated yet: the gih family).
     """
 
     name: str
@@ -157,6 +159,7 @@ class ZooModel:
     breaks: str | None
     description: str
     heads: tuple[HeadRole, ...] = field(default=())
+    circuit: frozenset[tuple[str, str]] | None = None  # the edges the construction uses (standard GIHs)
 
 
 # ----- the standard GIH ---------------------------------------------------------------------------
@@ -183,6 +186,37 @@ class StandardGIHLayout:
     @property
     def mask_dim(self) -> int:
         return self.vocab_size * len(self.compared)
+
+    def circuit_edges(self) -> frozenset[tuple[str, str]]:
+        """The edges the construction uses, as (sender, receiver) names of
+        `interp_icl.circuits.graph` ("embed", "L0H1", "L1H0.k", "logits"): every edge whose
+        patching can change the output, and no other. The classifier's query reads the token slot
+        (compared offset 1) or S_{p-1}, its key S_p — a block whose other side nothing writes
+        (``missing_copier``: S_P stays 0) scores 0 whatever its query, so neither side is an edge —,
+        its value the token; a broken classifier reads
+        no copier (query 0, or attention by position: positions are not a sender); a copier
+        carries the token (its value) when its slot is read; the diffuse head writes to the
+        logits; everything else (idle heads, a copier whose slot nothing reads) has no edge."""
+        writers: dict[str, list[str]] = {"tok": ["embed"]}
+        for h in self.heads:
+            if h.role == "copier":
+                writers.setdefault(h.slot, []).append(h.name)
+        edges: set[tuple[str, str]] = set()
+        for h in self.heads:
+            if h.role in ("classifier", "broken_classifier"):
+                reads = {"v": ["tok"]}
+                if h.role == "classifier":  # a compared block counts only when both sides are written
+                    live = [p for p in self.compared if writers.get("tok" if p == 1 else f"S{p - 1}") and writers.get(f"S{p}")]
+                    reads["q"] = ["tok" if p == 1 else f"S{p - 1}" for p in live]
+                    reads["k"] = [f"S{p}" for p in live]
+                for part, slots in reads.items():
+                    edges |= {(w, f"{h.name}.{part}") for slot in slots for w in writers.get(slot, [])}
+                edges.add((h.name, "logits"))
+            elif h.role == "diffuse":
+                edges |= {("embed", f"{h.name}.v"), (h.name, "logits")}
+        used = {sender for sender, _ in edges}
+        edges |= {("embed", f"{h.name}.v") for h in self.heads if h.role == "copier" and h.name in used}
+        return frozenset(edges)
 
 
 def _check(
@@ -456,6 +490,7 @@ def _std(
     logit_scale: float = LOGIT_SCALE,
 ) -> ZooModel:
     role = BROKEN_ROLE[broken] if broken else None
+    layout = standard_gih_layout(parents, d, n_ctx, extra=extra, broken=broken)
     return ZooModel(
         name=name,
         build=partial(
@@ -468,7 +503,8 @@ def _std(
         expected=_breaks(role) if role else dict(ALL_HOLD),
         breaks=role,
         description=description,
-        heads=standard_gih_layout(parents, d, n_ctx, extra=extra, broken=broken).heads,
+        heads=layout.heads,
+        circuit=layout.circuit_edges(),
     )
 
 
@@ -567,6 +603,7 @@ def zoo(n_ctx: int = 64) -> list[ZooModel]:
             breaks="circuit",
             description="one layer, one uniform-attention head (in-context unigram): no circuit",
             heads=(HeadRole(0, 0, "diffuse", slot="out"),),
+            circuit=frozenset({("embed", "L0H0.v"), ("L0H0", "logits")}),
         )
     )
     return models

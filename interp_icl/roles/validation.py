@@ -32,7 +32,7 @@ ZOO_SEQUENCES = 48
 ZOO_REFERENCE = 64
 
 
-def _sequences(zm, n_sequences: int, seed: int):
+def zoo_sequences(zm, n_sequences: int, seed: int):
     """(clean ``[n, T]``, reference ``[ZOO_REFERENCE, T]``) tokens of the zoo model's Markov task."""
     task = make_task(TaskConfig(name="markov", vocab_size=zm.vocab_size, parents=zm.parents,
                                 alpha=ZOO_ALPHA, seq_len=zm.n_ctx))
@@ -44,7 +44,7 @@ def zoo_hypotheses(models: Sequence, n_sequences: int = ZOO_SEQUENCES, seed: int
     """One row per zoo model: the GIH hypothesis test on the sequences `zoo_verdicts` uses."""
     rows = []
     for zm in models:
-        tokens, _ = _sequences(zm, n_sequences, seed)
+        tokens, _ = zoo_sequences(zm, n_sequences, seed)
         result = hypothesis_test(RoleContext.make(zm.build(), tokens, zm.parents, ZOO_ALPHA), seed)
         low, high = result.interval if result.interval is not None else (None, None)
         rows.append({"model": zm.name, "breaks": zm.breaks, "recovered": result.recovered, "low": low,
@@ -68,7 +68,7 @@ def zoo_verdicts(models: Sequence, n_sequences: int = ZOO_SEQUENCES, seed: int =
     """One row per (zoo model, check) and per (zoo model, role); see the module docstring."""
     rows = []
     for zm in models:
-        tokens, reference = _sequences(zm, n_sequences, seed)
+        tokens, reference = zoo_sequences(zm, n_sequences, seed)
         results = role_experiments(zm.build(), tokens, zm.parents, ZOO_ALPHA, reference, seed)
         for role in ROLES:
             result, expected = results[role], zm.expected.get(role)
