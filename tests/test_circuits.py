@@ -221,3 +221,46 @@ def test_the_zoo_circuit_of_std_12_is_the_gih():
         ("embed", "L1H0.q"), ("L0H0", "L1H0.q"), ("L0H0", "L1H0.k"), ("L0H1", "L1H0.k"),
         ("embed", "L1H0.v"), ("L1H0", "logits"),
     }
+
+
+def test_circuit_runs_keeping_every_edge_or_none_are_the_model_on_each_input(standard):
+    from interp_icl.circuits.faithfulness import circuit_metric
+
+    tokens, source = tokens_pair(5)
+    graph = standard_graph(standard)
+    values = circuit_metric(standard, graph, tokens, source, last_log_prob, [graph.edges, []])
+    with torch.no_grad():
+        torch.testing.assert_close(values[0], last_log_prob(standard(tokens), tokens), atol=1e-6, rtol=0)
+        torch.testing.assert_close(values[1], last_log_prob(standard(source), tokens), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["std-12-all-extras", "std-23"])
+def test_a_stated_zoo_circuit_alone_recovers_the_whole_model(name):
+    """Keeping only the edges the construction uses gives the model's own loss (recovered 1)."""
+    from interp_icl.circuits.faithfulness import faithfulness_curve
+    from interp_icl.patching.interventions import sequence_nll
+    from interp_icl.roles.validation import zoo_sequences
+
+    zm = zoo_model(name, 48)
+    model = zm.build().eval()
+    tokens, _ = zoo_sequences(zm, 16, 0)
+    graph = standard_graph(model)
+
+    def metric(logits, toks):
+        return sequence_nll(model, logits, toks, max(zm.parents))
+
+    truth = torch.tensor([(e.sender, e.receiver) in zm.circuit for e in graph.edges], dtype=torch.float64)
+    scores = truth[:, None].expand(-1, 16)  # a ranking that puts the stated circuit first
+    curve = faithfulness_curve(model, graph, tokens, tokens.roll(1, 0), metric, scores, sizes=[0, len(zm.circuit)])
+    assert curve["recovered"].tolist()[0] == 0.0
+    assert abs(curve["recovered"].tolist()[1] - 1.0) < 1e-9
+
+
+def test_curve_sizes_and_edges_needed():
+    import pandas as pd
+
+    from interp_icl.circuits.faithfulness import curve_sizes, edges_needed
+
+    assert curve_sizes(10) == [0, 1, 2, 3, 4, 6, 8, 10]
+    curve = pd.DataFrame({"edges": [0, 2, 4, 8], "recovered": [0.0, 0.5, 0.92, 1.0]})
+    assert edges_needed(curve) == 4 and edges_needed(curve, 0.99) == 8 and edges_needed(curve.iloc[:2]) is None

@@ -46,14 +46,15 @@ class EdgeForward:
 
     def run(self, tokens: Tensor, deltas: dict[str, Tensor] | None = None, embed: Tensor | None = None,
             start: int = 0, resid: Tensor | None = None, record: dict[int, Tensor] | None = None,
-            taps: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+            taps: dict[str, Tensor] | None = None, keep: tuple[frozenset[tuple[str, str]], dict[str, Tensor]] | None = None,
+            ) -> tuple[Tensor, dict[str, Tensor]]:
         """(logits ``[N, T, V]``, {sender: its write ``[N, T, d]``}) with ``deltas`` {receiver:
         ``[N, T, d]``} added to the receivers' inputs and the token embedding replaced by
         `embed` ``[N, T, d]`` if given. With `start` > 0 the run begins at that layer from its
         residual input `resid` ``[N, T, d]`` (writes of earlier senders are then not returned; a
         `start` of n_layers computes only the logits). `record`, if given, receives each layer's
         residual input {layer: ``[N, T, d]``} and the final residual under key n_layers."""
-        deltas = deltas or {}
+        deltas = dict(deltas or {})
         seq = tokens.shape[1]
         writes: dict[str, Tensor] = {}
         if start == 0:
@@ -67,6 +68,10 @@ class EdgeForward:
             if record is not None:
                 record[layer] = resid
             heads = w.W_Q.shape[0]
+            if keep is not None:
+                for h in range(heads):
+                    for part in "qkv":
+                        self._ablate_outside(f"L{layer}H{h}.{part}", writes, keep, deltas)
             projected = []
             for part, weight, bias in (("q", w.W_Q, w.b_Q), ("k", w.W_K, w.b_K), ("v", w.W_V, w.b_V)):
                 added = [deltas.get(f"L{layer}H{h}.{part}") for h in range(heads)]
@@ -88,14 +93,27 @@ class EdgeForward:
                 writes[f"L{layer}H{h}"] = result[:, :, h]
             resid = resid + result.sum(2) + w.b_O
             if self.act is not None:
+                if keep is not None:
+                    self._ablate_outside(f"MLP{layer}.in", writes, keep, deltas)
                 x = resid + deltas[f"MLP{layer}.in"] if f"MLP{layer}.in" in deltas else resid
                 out = self.act(self._ln(x, w.ln2) @ w.W_in + w.b_in) @ w.W_out + w.b_out
                 writes[f"MLP{layer}"] = out
                 resid = resid + out
         if record is not None:
             record[len(self.layers)] = resid
+        if keep is not None:
+            self._ablate_outside("logits", writes, keep, deltas)
         final = resid + deltas["logits"] if "logits" in deltas else resid
         return self._ln(final, self.ln_final) @ self.W_U + self.b_U, writes
+
+    def _ablate_outside(self, receiver: str, writes: dict[str, Tensor],
+                        keep: tuple[frozenset[tuple[str, str]], dict[str, Tensor]], deltas: dict[str, Tensor]) -> None:
+        """Add to `receiver`'s delta the source-minus-current value of every sender already written
+        whose edge into it is not kept."""
+        kept, source = keep
+        for sender, value in writes.items():
+            if (sender, receiver) not in kept:
+                deltas[receiver] = deltas.get(receiver, 0) + (source[sender] - value)
 
     def input_gradients(self, residuals: dict[int, Tensor], tap_grads: dict[str, Tensor]) -> dict[str, Tensor]:
         """{"L{l}H{h}.q|k|v": d metric / d(that head's input) ``[N, T, d]``} from the gradients of
