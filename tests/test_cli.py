@@ -16,11 +16,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from interp_icl import cli
-from interp_icl.runs import rundir
-from tests.conftest import tiny_config
+from interp_icl.runs import create_run, rundir
+from tests.conftest import copy_run, tiny_config
 
 CLI = [sys.executable, "-m", "interp_icl.cli"]
 
@@ -213,6 +214,46 @@ def test_bad_inputs_found_by_a_new_user_are_refused_before_any_work(tmp_path):
         (["patch", "run", "--out", "afile"], "--out afile is a file"),
         (["patch", "run", "--roles", "--out", "afile"], "--out afile is a file"),
         (["report", "run", "--out", "afile/r.html"], "afile is a file"),
+    ]
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    for args, message in cases:
+        result = run_cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+        assert message in result.stderr, (args, result.stderr)
+        assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before, args
+
+
+def test_circuit_scores_every_edge_and_writes_the_tables(tmp_path, tiny_trained_run):
+    run = copy_run(tiny_trained_run, tmp_path / "run")
+    result = run_cli("circuit", run, "--method", "exact", "--n-sequences", "8", "--edges", "5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "top 5 of 46 edges" in result.stdout and "edges needed for 0.9" in result.stdout
+    stem = run / "circuits" / "circuit_exact_step40"
+    edges = pd.read_csv(f"{stem}.csv")
+    assert len(edges) == 46 and list(edges["rank"]) == list(range(1, 47))
+    assert (edges["score"].abs().diff().dropna() <= 0).all()  # ranked by |score|
+    curve = pd.read_csv(f"{stem}_faithfulness.csv")
+    assert curve["edges"].iloc[0] == 0 and curve["recovered"].iloc[-1] == pytest.approx(1.0)
+
+
+def test_circuit_refuses_bad_input_before_any_work(tmp_path, tiny_trained_run):
+    import shutil
+
+    run = copy_run(tiny_trained_run, tmp_path / "run")
+    gih = tmp_path / "gih"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "release-0.1.0-gih", gih)
+    repeated = tmp_path / "repeated"
+    create_run(tiny_config(task={"name": "repeated", "block_len": 10, "n_repeats": 2, "seq_len": 20},
+                           train={"steps": 2, "checkpoint_every": 2}), repeated, progress=False).run()
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["circuit", run, "--method", "acdc"], "unknown method 'acdc'"),
+        (["circuit", run, "--edges", "0"], "--edges must be at least 1"),
+        (["circuit", run, "--ig-steps", "0"], "--ig-steps must be at least 1"),
+        (["circuit", run, "--out", "afile"], "--out afile is a file"),
+        (["circuit", repeated], "circuit needs an in-context Markov task"),
+        (["circuit", gih], "circuit needs a standard-layout model"),
     ]
     before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     for args, message in cases:
