@@ -19,10 +19,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "analyses"))
+import _study
 
 from interp_icl.circuits.validation import recovery_markdown, zoo_recovery
 from interp_icl.models.zoo import zoo
-from interp_icl.runs.files import write_text
 
 FRAGMENT = ROOT / "docs" / "generated" / "circuit_zoo.md"
 N_CTX = 48
@@ -36,10 +37,7 @@ def main() -> str:
     torch.set_num_threads(1)  # tiny models: one thread is faster and the numbers do not depend on it
     start = time.perf_counter()
     text = fragment(zoo_recovery(zoo(N_CTX)))
-    FRAGMENT.parent.mkdir(parents=True, exist_ok=True)
-    write_text(FRAGMENT, text)
-    print(text)
-    print(f"wrote {FRAGMENT.relative_to(ROOT)} in {time.perf_counter() - start:.0f} s")
+    _study.publish_fragment(FRAGMENT, text, start)
     return text
 
 

@@ -19,6 +19,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "analyses"))
+import _study
 
 from interp_icl.models.zoo import zoo
 from interp_icl.roles.validation import (
@@ -28,7 +30,6 @@ from interp_icl.roles.validation import (
     zoo_hypotheses,
     zoo_verdicts,
 )
-from interp_icl.runs.files import write_text
 
 FRAGMENT = ROOT / "docs" / "generated" / "role_zoo.md"
 N_CTX = 48
@@ -59,10 +60,7 @@ def main() -> str:
     models = zoo(N_CTX)
     table = zoo_verdicts(models)
     text = fragment(table, zoo_hypotheses(hypothesis_models(models)))
-    FRAGMENT.parent.mkdir(parents=True, exist_ok=True)
-    write_text(FRAGMENT, text)
-    print(text)
-    print(f"wrote {FRAGMENT.relative_to(ROOT)} in {time.perf_counter() - start:.0f} s")
+    _study.publish_fragment(FRAGMENT, text, start)
     return text
 
 

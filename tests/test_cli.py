@@ -51,6 +51,17 @@ def run_cli_subprocess(*args, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+def assert_refused(cases, folder):
+    """Each (args, message): one `error:` line containing message, exit 2, `folder` unchanged."""
+    before = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    for args, message in cases:
+        result = run_cli(*args, cwd=folder)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+        assert message in result.stderr, (args, result.stderr)
+        assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before, args
+
+
 def _write_config(path, **sections):
     path.write_text(tiny_config(**sections).to_json())
     return path
@@ -215,13 +226,7 @@ def test_bad_inputs_found_by_a_new_user_are_refused_before_any_work(tmp_path):
         (["patch", "run", "--roles", "--out", "afile"], "--out afile is a file"),
         (["report", "run", "--out", "afile/r.html"], "afile is a file"),
     ]
-    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
-    for args, message in cases:
-        result = run_cli(*args, cwd=tmp_path)
-        assert result.returncode == 2, (args, result.stderr)
-        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-        assert message in result.stderr, (args, result.stderr)
-        assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before, args
+    assert_refused(cases, tmp_path)
 
 
 def test_circuit_scores_every_edge_and_writes_the_tables(tmp_path, tiny_trained_run):
@@ -255,10 +260,4 @@ def test_circuit_refuses_bad_input_before_any_work(tmp_path, tiny_trained_run):
         (["circuit", repeated], "circuit needs an in-context Markov task"),
         (["circuit", gih], "circuit needs a standard-layout model"),
     ]
-    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
-    for args, message in cases:
-        result = run_cli(*args, cwd=tmp_path)
-        assert result.returncode == 2, (args, result.stderr)
-        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-        assert message in result.stderr, (args, result.stderr)
-        assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before, args
+    assert_refused(cases, tmp_path)
