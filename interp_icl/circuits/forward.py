@@ -53,7 +53,12 @@ class EdgeForward:
         `embed` ``[N, T, d]`` if given. With `start` > 0 the run begins at that layer from its
         residual input `resid` ``[N, T, d]`` (writes of earlier senders are then not returned; a
         `start` of n_layers computes only the logits). `record`, if given, receives each layer's
-        residual input {layer: ``[N, T, d]``} and the final residual under key n_layers."""
+        residual input {layer: ``[N, T, d]``} and the final residual under key n_layers. `taps`, if
+        given, receives a zero tensor with a gradient added to every layer's queries, keys and
+        values ``[N, T, H, d_head]`` ({"0.q": ..., "0.k": ...}): `input_gradients` turns their
+        gradients into the heads' input gradients. `keep` = (kept edges as (sender, receiver)
+        names, source writes {sender: ``[N, T, d]``}) runs a circuit: every edge not kept carries
+        its sender's source value instead of its value in this run (ablation outside the circuit)."""
         deltas = dict(deltas or {})
         seq = tokens.shape[1]
         writes: dict[str, Tensor] = {}
