@@ -264,3 +264,14 @@ def test_curve_sizes_and_edges_needed():
     assert curve_sizes(10) == [0, 1, 2, 3, 4, 6, 8, 10]
     curve = pd.DataFrame({"edges": [0, 2, 4, 8], "recovered": [0.0, 0.5, 0.92, 1.0]})
     assert edges_needed(curve) == 4 and edges_needed(curve, 0.99) == 8 and edges_needed(curve.iloc[:2]) is None
+
+
+def test_ranking_measures_against_hand_counts():
+    from interp_icl.circuits.recovery import precision_at_size, ranking_auc
+
+    truth = torch.tensor([True, False, True, False])
+    # true scores {3, 1} vs false {2, 0}: 3 of the 4 pairs ordered right
+    assert ranking_auc(torch.tensor([3.0, 2.0, 1.0, 0.0]), truth) == 0.75
+    assert ranking_auc(torch.tensor([0.0, 1.0, 0.0, 1.0]), truth) == 0.0  # a ranking that must fail
+    assert ranking_auc(torch.tensor([1.0, 1.0, 1.0, 1.0]), truth) == 0.5  # ties count one half
+    assert precision_at_size(torch.tensor([3.0, 2.0, 1.0, 0.0]), truth) == 0.5  # top 2: one true

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from interp_icl.circuits.forward import EdgeForward
 from interp_icl.circuits.graph import Edge, Graph
+from interp_icl.circuits.recovery import ranked
 from interp_icl.circuits.scores import SequenceMetric
 from interp_icl.roles.context import ratio_interval
 
@@ -55,10 +56,9 @@ def faithfulness_curve(model: nn.Module, graph: Graph, tokens: Tensor, source_to
                        scores: Tensor, sizes: Sequence[int] | None = None, seed: int = 0) -> pd.DataFrame:
     """One row per circuit size n (the top-n edges by |mean score|, `scores` ``[E, B]``): n,
     recovered, its 95% interval, the circuit's mean metric."""
-    order = torch.argsort(scores.mean(1).abs(), descending=True, stable=True).tolist()
-    ranked = [graph.edges[i] for i in order]
-    sizes = list(curve_sizes(len(ranked)) if sizes is None else sizes)
-    values = circuit_metric(model, graph, tokens, source_tokens, metric, [[], ranked, *[ranked[:n] for n in sizes]])
+    ranking = [graph.edges[i] for i in ranked(scores)]
+    sizes = list(curve_sizes(len(ranking)) if sizes is None else sizes)
+    values = circuit_metric(model, graph, tokens, source_tokens, metric, [[], ranking, *[ranking[:n] for n in sizes]])
     empty, full, circuits = values[0], values[1], values[2:]
 
     def recovered(row: Tensor, index: Tensor | None = None) -> float:

@@ -37,15 +37,8 @@ class Graph:
     edges: tuple[Edge, ...]
 
     @property
-    def senders(self) -> list[str]:
-        return list(dict.fromkeys(e.sender for e in self.edges))
-
-    @property
     def receivers(self) -> list[str]:
         return list(dict.fromkeys(e.receiver for e in self.edges))
-
-    def index(self, edge: Edge) -> int:
-        return self.edges.index(edge)
 
 
 def standard_graph(model: nn.Module) -> Graph:

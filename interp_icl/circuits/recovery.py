@@ -8,7 +8,7 @@ from collections.abc import Collection
 import torch
 from torch import Tensor
 
-from interp_icl.circuits.graph import Edge, Graph
+from interp_icl.circuits.graph import Graph
 
 
 def truth_mask(graph: Graph, circuit: Collection[tuple[str, str]]) -> Tensor:
@@ -29,15 +29,13 @@ def ranking_auc(magnitude: Tensor, truth: Tensor) -> float:
     return float(greater + 0.5 * ties)
 
 
-def precision_recall_at_size(magnitude: Tensor, truth: Tensor) -> tuple[float, float]:
-    """Precision and recall of the top-k edges, k = the true circuit's size (equal to each other)."""
+def ranked(scores: Tensor) -> list[int]:
+    """Edge indices by decreasing |mean score| (``scores`` ``[E, B]``; ties keep graph order)."""
+    return torch.argsort(scores.mean(1).abs(), descending=True, stable=True).tolist()
+
+
+def precision_at_size(magnitude: Tensor, truth: Tensor) -> float:
+    """Precision of the top-k edges, k = the true circuit's size (equal to their recall)."""
     k = int(truth.sum())
     top = torch.argsort(magnitude, descending=True, stable=True)[:k]
-    hits = int(truth[top].sum())
-    return hits / max(k, 1), hits / max(k, 1)
-
-
-def top_edges(graph: Graph, scores: Tensor, n: int) -> list[Edge]:
-    """The `n` edges with the largest |mean score| (``scores`` ``[E, B]``)."""
-    order = torch.argsort(scores.mean(1).abs(), descending=True, stable=True)[:n]
-    return [graph.edges[i] for i in order.tolist()]
+    return int(truth[top].sum()) / max(k, 1)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from interp_icl.circuits.graph import standard_graph
-from interp_icl.circuits.recovery import precision_recall_at_size, ranking_auc, truth_mask
+from interp_icl.circuits.recovery import precision_at_size, ranking_auc, truth_mask
 from interp_icl.circuits.scores import eap_scores, exact_scores
 from interp_icl.patching.interventions import sequence_nll
 from interp_icl.roles.validation import zoo_sequences
@@ -23,7 +23,7 @@ METHODS = ("exact", "eap", "eap-ig")
 def zoo_recovery(models: Sequence, n_sequences: int = ZOO_EDGE_SEQUENCES, ig_steps: int = ZOO_IG_STEPS,
                  seed: int = 0) -> pd.DataFrame:
     """One row per (zoo model with a stated circuit, method): edges, true edges, ROC AUC,
-    precision and recall at the true circuit's size."""
+    precision (= recall) at the true circuit's size."""
     rows = []
     for zm in models:
         if zm.circuit is None:
@@ -45,10 +45,10 @@ def zoo_recovery(models: Sequence, n_sequences: int = ZOO_EDGE_SEQUENCES, ig_ste
         }
         for method, values in scores.items():
             magnitude = values.mean(1).abs()
-            precision, recall = precision_recall_at_size(magnitude, truth)
+            precision = precision_at_size(magnitude, truth)  # = recall at the true size
             rows.append({"model": zm.name, "breaks": zm.breaks, "method": method, "edges": len(graph.edges),
                          "true edges": int(truth.sum()), "auc": ranking_auc(magnitude, truth),
-                         "precision": precision, "recall": recall})
+                         "precision": precision})
     return pd.DataFrame(rows)
 
 
