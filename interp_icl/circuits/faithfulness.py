@@ -24,7 +24,7 @@ from interp_icl.circuits.forward import EdgeForward
 from interp_icl.circuits.graph import Edge, Graph
 from interp_icl.circuits.recovery import ranked
 from interp_icl.circuits.scores import SequenceMetric
-from interp_icl.roles.context import ratio_interval
+from interp_icl.stats import ratio_interval
 
 FAITHFUL = 0.9  # the recovered fraction "edges needed" refers to
 

@@ -51,8 +51,9 @@ from interp_icl.analysis.result import make_table, row, scalar_row, set_label
 from interp_icl.models import target_offset
 from interp_icl.patching.interventions import patched_output, sequence_nll
 from interp_icl.roles.check import Check, RoleResult, passes
-from interp_icl.roles.context import RoleContext, match_masks, mean_interval, ratio_interval
+from interp_icl.roles.context import RoleContext, match_masks, mean_interval
 from interp_icl.roles.heads import layer_z, other_heads
+from interp_icl.stats import ratio_interval
 
 ROLE = "classifier"
 RECOVERY = 0.9

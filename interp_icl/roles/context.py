@@ -11,13 +11,13 @@ Estimator gaps set the scale of the thresholds: the cost of removing parent p is
 ``estimator(pa - {p}) - estimator(pa)`` on the same sequences; the classifier's gain is
 ``estimator(()) - estimator(pa)``.
 
-Intervals: `ratio_interval` is a seeded percentile bootstrap over sequences for ratios of means.
+Intervals: `interp_icl.stats.ratio_interval` is a seeded percentile bootstrap over sequences for ratios of means.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -33,10 +33,7 @@ from interp_icl.models.layout import ModelLayout
 from interp_icl.patching.interventions import run_patched, sequence_nll
 from interp_icl.patching.sources import cached_activations
 from interp_icl.roles.check import normal_interval
-from interp_icl.seeding import seeded
 from interp_icl.theory.estimators import sgram_probs
-
-BOOTSTRAP_SAMPLES = 400
 
 
 def first_target(model: nn.Module, parents: Sequence[int]) -> int:
@@ -121,25 +118,6 @@ def mean_interval(values: Tensor) -> tuple[float, float, tuple[float, float] | N
     """(mean, stderr, 95% normal interval) of per-sequence values (NaNs dropped)."""
     mean, stderr, _ = mean_stderr(values)
     return mean, stderr, normal_interval(mean, stderr)
-
-
-def ratio_interval(
-    statistic: Callable[[Tensor], float], n: int, seed: int = 0, samples: int = BOOTSTRAP_SAMPLES
-) -> tuple[float, float] | None:
-    """95% percentile bootstrap interval of ``statistic(index [n])`` over sequences resampled with
-    replacement (seeded; non-finite draws dropped; None when fewer than half are finite)."""
-    generator = seeded(seed)
-    draws = []
-    for _ in range(samples):
-        index = torch.randint(0, n, (n,), generator=generator)
-        value = statistic(index)
-        if math.isfinite(value):
-            draws.append(value)
-    if len(draws) < samples // 2:
-        return None
-    values = torch.tensor(draws, dtype=torch.float64)
-    low, high = torch.quantile(values, torch.tensor([0.025, 0.975], dtype=torch.float64))
-    return float(low), float(high)
 
 
 def match_masks(tokens: Tensor, parents: tuple[int, ...], t0: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -38,9 +38,10 @@ from torch import Tensor
 from interp_icl.models import target_offset
 from interp_icl.patching.interventions import Hook, run_patched, sequence_nll
 from interp_icl.roles.classifier import classifier_heads
-from interp_icl.roles.context import RoleContext, ratio_interval
+from interp_icl.roles.context import RoleContext
 from interp_icl.roles.copier import parent_sets
 from interp_icl.seeding import seeded
+from interp_icl.stats import ratio_interval
 from interp_icl.theory.estimators import context_index
 
 

@@ -37,8 +37,8 @@ from interp_icl.patching.interventions import replace, row_kl, run_patched
 from interp_icl.patching.sources import cached_activations
 from interp_icl.roles.check import Check, RoleResult, passes
 from interp_icl.roles.classifier import classifier_heads
-from interp_icl.roles.context import RoleContext, ratio_interval
-from interp_icl.stats import wilson_interval
+from interp_icl.roles.context import RoleContext
+from interp_icl.stats import ratio_interval, wilson_interval
 from interp_icl.theory.estimators import context_index
 
 ROLE = "selector"
