@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from interp_icl import load_run
 from interp_icl.circuits import eap_scores, exact_scores, standard_graph
 from interp_icl.circuits.faithfulness import edges_needed, faithfulness_curve
+from interp_icl.circuits.recovery import ranked
 from interp_icl.patching.interventions import sequence_nll
 from interp_icl.seeding import generator
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         scores[name] = call()
         seconds[name] = time.perf_counter() - start
     exact = scores["exact"].mean(1)
-    needed = {name: edges_needed(faithfulness_curve(model, graph, tokens, source, metric, s)) for name, s in scores.items()}
+    needed = {name: edges_needed(faithfulness_curve(model, graph, tokens, source, metric, ranked(s))) for name, s in scores.items()}
     k = needed["exact"] or len(graph.edges)
     top_exact = set(exact.abs().argsort(descending=True)[:k].tolist())
     rows = []

@@ -340,41 +340,52 @@ def patch(
 def circuit(
     run: Path = typer.Argument(..., help="Run directory, e.g. runs/quickstart."),
     step: str = typer.Option("last", help="Checkpoint step or 'last'."),
-    method: str = typer.Option("eap-ig", help="exact (exact edge patching), eap or eap-ig."),
+    method: str = typer.Option("eap-ig", help="exact (exact edge patching), eap, eap-ig or acdc (greedy pruning)."),
     ig_steps: int = typer.Option(16, help="Integrated-gradient steps of eap-ig."),
+    threshold: float = typer.Option(0.005, help="acdc: drop an edge when it raises the KL from the model's output by less (nats)."),
     edges: int = typer.Option(20, help="Edges to print (every edge is written)."),
     n_sequences: int = typer.Option(256, help="Sequences drawn from the run's task."),
     seed: int = typer.Option(0, help="Seed of the sequences."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default RUN/circuits)."),
 ) -> None:
-    """Score every edge of the head-granularity graph and measure the faithfulness of the top-n
-    edges (docs/patching.md, "Edge scores"); write every edge's score and the curve."""
+    """Score every edge of the head-granularity graph, measure the faithfulness of the top-n edges
+    and set the circuit beside the GIH hypothesis (docs/patching.md, "Edge scores"); write every
+    edge's score and the curve."""
     from contextlib import nullcontext
 
-    from interp_icl.circuits.faithfulness import FAITHFUL, edges_needed
+    from interp_icl.circuits.faithfulness import FAITHFUL
     from interp_icl.runs import resolve_steps, write_outputs
     from interp_icl.runs.circuits import check_settings, run_circuit
     from interp_icl.runs.tables import write_table
 
-    check_settings(method, ig_steps, n_sequences)
+    check_settings(method, ig_steps, n_sequences, threshold)
     require(edges >= 1, f"--edges must be at least 1, got {edges}")
     require(step != "all", "--step all is not supported by circuit; give a step or 'last'")
     (chosen,) = resolve_steps(run, _parse_step(step))
     out_dir = out if out is not None else run / "circuits"
     check_output_dir(out_dir, "--out")
     with console.status(f"scoring every edge ({method})") if sys.stdout.isatty() else nullcontext():
-        report = run_circuit(run, chosen, method, ig_steps, n_sequences, seed)
-    table = Table(title=f"top {min(edges, len(report.edges))} of {len(report.edges)} edges at step {report.step} "
-                        f"({method}; metric change in nats when the edge carries another sequence's value)")
-    for column in ("rank", "edge", "score [95%]"):
+        report = run_circuit(run, chosen, method, ig_steps, n_sequences, seed, threshold)
+    what = "KL increase when the edge is dropped from the circuit so far" if method == "acdc" else \
+        "metric change in nats when the edge carries another sequence's value"
+    table = Table(title=f"top {min(edges, len(report.edges))} of {len(report.edges)} edges at step {report.step} ({method}; {what})")
+    for column in ("rank", "edge", "score [95%]", "in circuit", "GIH hypothesis"):
         table.add_column(column)
     for r in report.edges.head(edges).itertuples():
-        table.add_row(str(r.rank), r.edge, f"{r.score:+.4f} [{r.low:+.4f}, {r.high:+.4f}]")
+        table.add_row(str(r.rank), r.edge, f"{r.score:+.4f} [{r.low:+.4f}, {r.high:+.4f}]", "yes" if r.in_circuit else "",
+                      r.hypothesis if isinstance(r.hypothesis, str) else "")
     console.print(table)
-    needed = edges_needed(report.curve)
     points = ", ".join(f"{int(c.edges)}: {c.recovered:.3f}" for c in report.curve.itertuples())
-    console.print(f"faithfulness (recovered fraction of the loss gap by top-n edges): {points}")
-    console.print(f"edges needed for {FAITHFUL:g}: {needed if needed is not None else 'not reached'}")
+    console.print(f"faithfulness (recovered fraction of the loss gap by the first n edges): {points}")
+    size = report.circuit_size
+    rule = f"pruned at {threshold:g} nats" if method == "acdc" else f"the fewest edges keeping {FAITHFUL:g} of the gap"
+    console.print(f"circuit ({rule}): {size if size is not None else 'not reached'} edges")
+    h = report.hypothesis
+    low, high = h["interval"] or (float("nan"), float("nan"))
+    console.print(f"GIH hypothesis ({h['edges']} edges on the heads the role experiments name) alone recovers "
+                  f"{h['recovered']:.3f} [{low:.3f}, {high:.3f}]; in the circuit, per edge type: "
+                  + ", ".join(f"{name} {t['in_circuit']}/{len(t['edges'])}" for name, t in h["types"].items()))
+    console.print(f"edges the circuit adds to the hypothesis: {', '.join(report.added) or 'none'}")
     stem = f"circuit_{method}_step{report.step}"
     paths = write_outputs(report.edges, report.summary(), out_dir, stem)
     paths += write_table(report.curve, out_dir, f"{stem}_faithfulness")

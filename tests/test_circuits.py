@@ -236,8 +236,10 @@ def test_circuit_runs_keeping_every_edge_or_none_are_the_model_on_each_input(sta
 
 @pytest.mark.parametrize("name", ["std-12-all-extras", "std-23"])
 def test_a_stated_zoo_circuit_alone_recovers_the_whole_model(name):
-    """Keeping only the edges the construction uses gives the model's own loss (recovered 1)."""
-    from interp_icl.circuits.faithfulness import faithfulness_curve
+    """Keeping only the edges the construction uses gives the model's own loss (recovered 1); the
+    refined curve finds the same smallest 90% circuit as measuring every size."""
+    from interp_icl.circuits.faithfulness import edges_needed, faithfulness_curve
+    from interp_icl.circuits.recovery import ranked
     from interp_icl.patching.interventions import sequence_nll
     from interp_icl.roles.validation import zoo_sequences
 
@@ -250,10 +252,14 @@ def test_a_stated_zoo_circuit_alone_recovers_the_whole_model(name):
         return sequence_nll(model, logits, toks, max(zm.parents))
 
     truth = torch.tensor([(e.sender, e.receiver) in zm.circuit for e in graph.edges], dtype=torch.float64)
-    scores = truth[:, None].expand(-1, 16)  # a ranking that puts the stated circuit first
-    curve = faithfulness_curve(model, graph, tokens, tokens.roll(1, 0), metric, scores, sizes=[0, len(zm.circuit)])
-    assert curve["recovered"].tolist()[0] == 0.0
-    assert abs(curve["recovered"].tolist()[1] - 1.0) < 1e-9
+    order = ranked(truth[:, None].expand(-1, 16))  # a ranking that puts the stated circuit first
+    size = len(zm.circuit)
+    coarse = faithfulness_curve(model, graph, tokens, tokens.roll(1, 0), metric, order, sizes=[0, size], refine=False)
+    assert coarse["recovered"].tolist() == pytest.approx([0.0, 1.0], abs=1e-9)
+    refined = faithfulness_curve(model, graph, tokens, tokens.roll(1, 0), metric, order, sizes=[0, size])
+    every = faithfulness_curve(model, graph, tokens, tokens.roll(1, 0), metric, order, sizes=range(size + 1), refine=False)
+    assert refined["edges"].tolist() == list(range(size + 1))
+    assert edges_needed(refined) == edges_needed(every) <= size
 
 
 def test_curve_sizes_and_edges_needed():
@@ -275,3 +281,51 @@ def test_ranking_measures_against_hand_counts():
     assert ranking_auc(torch.tensor([0.0, 1.0, 0.0, 1.0]), truth) == 0.0  # a ranking that must fail
     assert ranking_auc(torch.tensor([1.0, 1.0, 1.0, 1.0]), truth) == 0.5  # ties count one half
     assert precision_at_size(torch.tensor([3.0, 2.0, 1.0, 0.0]), truth) == 0.5  # top 2: one true
+
+
+STANDARD_POSITIVES = [zm.name for zm in zoo(48) if zm.family == "standard" and zm.breaks is None and zm.circuit]
+
+
+@pytest.mark.parametrize("name", STANDARD_POSITIVES)
+def test_the_hypothesis_drawn_on_the_stated_heads_is_the_constructions_circuit(name):
+    """hypothesis_edges on a positive control's stated copier and classifier heads gives exactly the
+    edges its construction uses, apart from the diffuse head's (which the hypothesis does not name)."""
+    from interp_icl.circuits.hypothesis import hypothesis_edges
+
+    zm = zoo_model(name, 48)
+    copiers: dict[int, list[str]] = {}
+    for h in zm.heads:
+        if h.role == "copier":
+            copiers.setdefault(h.offset, []).append(h.name)
+    classifiers = [h.name for h in zm.heads if h.role == "classifier"]
+    types = hypothesis_edges(copiers, classifiers, zm.parents)
+    diffuse = {h.name for h in zm.heads if h.role == "diffuse"}
+    expected = {(s, r) for s, r in zm.circuit if s not in diffuse and r.split(".")[0] not in diffuse}
+    assert set().union(*types.values()) == expected
+    assert all(edges for edges in types.values())  # every type drawn: every head is stated
+
+
+@pytest.mark.parametrize("name", ["std-12-all-extras", "std-23"])
+def test_greedy_pruning_keeps_exactly_the_stated_circuit(name):
+    """Every edge outside the construction leaves the output as it is, every edge inside moves it:
+    pruning on the KL from the model's output at a small threshold keeps the stated circuit, and
+    each visit's change is on the side of the threshold its decision says."""
+    from interp_icl.circuits.pruning import greedy_prune
+    from interp_icl.patching.interventions import sequence_kl
+    from interp_icl.roles.validation import zoo_sequences
+
+    zm = zoo_model(name, 48)
+    model = zm.build().eval()
+    tokens, _ = zoo_sequences(zm, 16, 0)
+    graph = standard_graph(model)
+    reference = model(tokens)
+
+    def metric(logits, toks):
+        return sequence_kl(model, reference, logits, max(zm.parents))
+
+    threshold = 1e-3  # inside: >= 0.0025 (the diffuse head), outside: exactly 0
+    kept, changes = greedy_prune(model, graph, tokens, tokens.roll(1, 0), metric, threshold)
+    assert {(graph.edges[i].sender, graph.edges[i].receiver) for i in kept} == set(zm.circuit)
+    mean = changes.mean(1)
+    assert all(mean[i] >= threshold for i in kept)
+    assert all(mean[i] < threshold for i in set(range(len(graph.edges))) - set(kept))

@@ -233,11 +233,15 @@ def test_circuit_scores_every_edge_and_writes_the_tables(tmp_path, tiny_trained_
     run = copy_run(tiny_trained_run, tmp_path / "run")
     result = run_cli("circuit", run, "--method", "exact", "--n-sequences", "8", "--edges", "5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "top 5 of 46 edges" in result.stdout and "edges needed for 0.9" in result.stdout
+    assert "top 5 of 46 edges" in result.stdout and "circuit (the fewest edges keeping 0.9 of the gap)" in result.stdout
+    assert "GIH hypothesis" in result.stdout
     stem = run / "circuits" / "circuit_exact_step40"
     edges = pd.read_csv(f"{stem}.csv")
     assert len(edges) == 46 and list(edges["rank"]) == list(range(1, 47))
     assert (edges["score"].abs().diff().dropna() <= 0).all()  # ranked by |score|
+    summary = json.loads(Path(f"{stem}.json").read_text())
+    assert edges["in_circuit"].sum() == summary["edges_needed"]  # the first edges_needed of the ranking
+    assert edges.loc[edges["in_circuit"] & edges["hypothesis"].isna(), "edge"].tolist() == summary["added"]
     curve = pd.read_csv(f"{stem}_faithfulness.csv")
     assert curve["edges"].iloc[0] == 0 and curve["recovered"].iloc[-1] == pytest.approx(1.0)
 
@@ -253,7 +257,8 @@ def test_circuit_refuses_bad_input_before_any_work(tmp_path, tiny_trained_run):
                            train={"steps": 2, "checkpoint_every": 2}), repeated, progress=False).run()
     (tmp_path / "afile").write_text("x")
     cases = [
-        (["circuit", run, "--method", "acdc"], "unknown method 'acdc'"),
+        (["circuit", run, "--method", "acd"], "unknown method 'acd'"),
+        (["circuit", run, "--method", "acdc", "--threshold", "-1"], "--threshold must be >= 0"),
         (["circuit", run, "--edges", "0"], "--edges must be at least 1"),
         (["circuit", run, "--ig-steps", "0"], "--ig-steps must be at least 1"),
         (["circuit", run, "--out", "afile"], "--out afile is a file"),

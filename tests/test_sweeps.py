@@ -31,9 +31,10 @@ SPEC = {
     "base": {"config": BASE},
     "axes": {"task.parents": [[1], [2]]},
     "seeds": [0, 1],
-    "do": ["train", "analyze", "roles"],
+    "do": ["train", "analyze", "roles", "circuit"],
     "analysis": {"n_sequences": 16, "n_kernels": 20},
     "roles": {"n_sequences": 8},
+    "circuit": {"n_sequences": 8},
 }
 
 
@@ -94,6 +95,27 @@ def test_summary_rates_and_intervals_come_from_the_cells(two_workers):
         assert (row["verdict.copier_covers_parents_low"], row["verdict.copier_covers_parents_high"]) == (low, high)
         assert row["loss_over_bayes_mean"] == pytest.approx(group["loss_over_bayes"].mean(), abs=1e-12)
         assert row["loss_over_bayes_stderr"] == pytest.approx(group["loss_over_bayes"].std(ddof=1) / 2 ** 0.5, abs=1e-12)
+
+
+def test_the_circuit_step_is_the_runs_stored_circuit_and_its_rates(two_workers):
+    from interp_icl.runs.circuits import run_circuit
+
+    results = two_workers.results.set_index("cell")
+    for cell in results.index:
+        report = run_circuit(two_workers.path / "runs" / cell, "last", "exact", n_sequences=8)  # read back
+        row = results.loc[cell]
+        assert row["circuit.edges_needed"] == report.circuit_size and row["circuit.added_edges"] == len(report.added)
+        assert row["circuit.hypothesis_recovered"] == pytest.approx(report.hypothesis["recovered"], nan_ok=True)
+        for name, t in report.hypothesis["types"].items():
+            value = row[f"circuit.contains.{name}"]
+            assert (value is pd.NA) if not t["edges"] else bool(value) == (t["in_circuit"] == len(t["edges"]))
+    summary = two_workers.summary.set_index("setting")
+    for column in [c for c in two_workers.results.columns if c.startswith("circuit.contains.")]:
+        for setting, group in two_workers.results.groupby("setting"):
+            decided = group[column].dropna().astype(bool)
+            assert summary.loc[setting, f"{column}_n"] == len(decided)
+            if len(decided):
+                assert summary.loc[setting, f"{column}_rate"] == decided.mean()
 
 
 def test_wilson_interval_matches_published_values():

@@ -8,8 +8,10 @@ model's metric gap that it keeps,
 
 with m the mean metric over sequences (lower is better for a loss; the formula does not care),
 m(no edge) the run with every edge from the source, m(model) the run with every edge kept (the
-model itself). The curve takes the top-n edges of a ranking (|mean score|) for growing n; its 95%
-intervals are a seeded bootstrap over sequences of the ratio of means.
+model itself). The curve takes the first n edges of a ranking (by default |mean score|,
+`recovery.ranked`) for growing n; where it first reaches FAITHFUL it is measured at every n (so
+"edges needed" is exact for that ranking, not a grid point); its 95% intervals are a seeded
+bootstrap over sequences of the ratio of means.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from torch import Tensor, nn
 
 from interp_icl.circuits.forward import EdgeForward
 from interp_icl.circuits.graph import Edge, Graph
-from interp_icl.circuits.recovery import ranked
 from interp_icl.circuits.scores import SequenceMetric
 from interp_icl.stats import ratio_interval
 
@@ -43,6 +44,19 @@ def circuit_metric(model: nn.Module, graph: Graph, tokens: Tensor, source_tokens
     return torch.stack(rows)
 
 
+def recovered_fraction(empty: Tensor, full: Tensor, circuit: Tensor, seed: int | None = 0,
+                       ) -> tuple[float, tuple[float, float] | None]:
+    """(recovered, its 95% interval) from the per-sequence metrics ``[B]`` of the run with no edge,
+    every edge and the circuit; no interval when `seed` is None (the bootstrap is seeded)."""
+
+    def recovered(index: Tensor) -> float:
+        gap = float(empty[index].mean() - full[index].mean())
+        return float(empty[index].mean() - circuit[index].mean()) / gap if gap != 0 else float("nan")
+
+    value = recovered(torch.arange(empty.shape[0]))
+    return value, None if seed is None else ratio_interval(recovered, empty.shape[0], seed)
+
+
 def curve_sizes(n_edges: int) -> list[int]:
     """0, 1, 2, 3, 4, 6, 8, 12, 16, ... (about two per doubling) up to every edge."""
     sizes, n = {0, n_edges}, 1
@@ -53,24 +67,31 @@ def curve_sizes(n_edges: int) -> list[int]:
 
 
 def faithfulness_curve(model: nn.Module, graph: Graph, tokens: Tensor, source_tokens: Tensor, metric: SequenceMetric,
-                       scores: Tensor, sizes: Sequence[int] | None = None, seed: int = 0) -> pd.DataFrame:
-    """One row per circuit size n (the top-n edges by |mean score|, `scores` ``[E, B]``): n,
-    recovered, its 95% interval, the circuit's mean metric."""
-    ranking = [graph.edges[i] for i in ranked(scores)]
+                       order: Sequence[int], sizes: Sequence[int] | None = None, seed: int = 0,
+                       refine: bool = True) -> pd.DataFrame:
+    """One row per circuit size n (the first n edges of `order`, indices into ``graph.edges``):
+    n, recovered, its 95% interval, the circuit's mean metric. With `refine`, every size between
+    the last one below FAITHFUL and the first one reaching it is measured too."""
+    ranking = [graph.edges[i] for i in order]
     sizes = list(curve_sizes(len(ranking)) if sizes is None else sizes)
     values = circuit_metric(model, graph, tokens, source_tokens, metric, [[], ranking, *[ranking[:n] for n in sizes]])
-    empty, full, circuits = values[0], values[1], values[2:]
+    empty, full = values[0], values[1]
+    measured = dict(zip(sizes, values[2:]))
 
-    def recovered(row: Tensor, index: Tensor | None = None) -> float:
-        pick = (lambda t: t) if index is None else (lambda t: t[index])
-        gap = float(pick(empty).mean() - pick(full).mean())
-        return float(pick(empty).mean() - pick(row).mean()) / gap if gap != 0 else float("nan")
-
+    if refine:
+        reached = [n for n in sorted(measured) if recovered_fraction(empty, full, measured[n], None)[0] >= FAITHFUL]
+        if reached:
+            below = [n for n in sorted(measured) if n < reached[0]]
+            between = range(below[-1] + 1 if below else 0, reached[0])
+            extra = [n for n in between if n not in measured]
+            if extra:
+                circuits = [ranking[:n] for n in extra]
+                measured.update(zip(extra, circuit_metric(model, graph, tokens, source_tokens, metric, circuits)))
     rows = []
-    for n, row in zip(sizes, circuits):
-        interval = ratio_interval(lambda index, row=row: recovered(row, index), tokens.shape[0], seed)
-        rows.append({"edges": n, "recovered": recovered(row), "low": None if interval is None else interval[0],
-                     "high": None if interval is None else interval[1], "metric": float(row.mean())})
+    for n in sorted(measured):
+        value, interval = recovered_fraction(empty, full, measured[n], seed)
+        rows.append({"edges": n, "recovered": value, "low": None if interval is None else interval[0],
+                     "high": None if interval is None else interval[1], "metric": float(measured[n].mean())})
     return pd.DataFrame(rows)
 
 

@@ -57,6 +57,15 @@ def sequence_nll(model: nn.Module, output: Tensor, tokens: Tensor, t0: int) -> T
     return -logp.gather(-1, tokens[:, targets, None])[..., 0].mean(-1)
 
 
+def sequence_kl(model: nn.Module, reference: Tensor, output: Tensor, t0: int) -> Tensor:
+    """``[B]`` mean KL(reference || output) (nats) over the rows that predict targets t0..T-1 of two
+    model outputs ``[B, T, V]``."""
+    rows = torch.arange(t0, output.shape[1]) - target_offset(model)
+    ref = output_log_probs(model, reference[:, rows].double())
+    out = output_log_probs(model, output[:, rows].double())
+    return (ref.exp() * (ref - out)).sum(-1).mean(-1)
+
+
 def row_kl(model: nn.Module, reference: Tensor, output: Tensor) -> Tensor:
     """``[B]`` KL(reference || output) of one output row ``[B, V]`` each, nats."""
     ref = output_log_probs(model, reference.double())

@@ -4,7 +4,7 @@
 axes without the seed) with ``n_cells`` and ``n_failed``; for every number of the done cells its
 mean, standard error over seeds (sample standard deviation / √n; NaN for n = 1) and n as
 ``<name>_mean``, ``<name>_stderr``, ``<name>_n``; for every verdict (a ``verdict.*``,
-``role.<role>`` or ``role.<role>.<check>`` column of booleans; a check's measured value is the
+``role.<role>``, ``role.<role>.<check>`` or ``circuit.contains.<edge type>`` column of booleans; a check's measured value is the
 number ``role.<role>.<check>.measured``) the rate of True among the cells where it was decided, with the
 95% Wilson score interval: ``<name>_rate``, ``<name>_low``, ``<name>_high``, ``<name>_n``.
 """
@@ -41,6 +41,7 @@ def verdict_columns(table: pd.DataFrame) -> list[str]:
         c for c in table.columns
         if (c.startswith("verdict.") and c.count(".") == 1)
         or (c.startswith("role.") and c.count(".") in (1, 2))  # a role's verdict, or one check's
+        or c.startswith("circuit.contains.")  # the circuit holds every edge of a hypothesis edge type
     ]
 
 

@@ -10,7 +10,7 @@ The row (`cell_row`) holds the cell's name, setting index, seed and axis values;
 losses and the loss / Bayes ratio; the analysis headline (selected set, margins, closest
 strategy) and each verdict of `interp_icl.analysis.verdicts.verdict_rows` as ``verdict.<key>``;
 each role experiment's verdict as ``role.<role>`` with its evidence numbers; the patching sweep's
-largest effect; wall time, status ("done" / "failed") and a one-line error.
+largest effect; the circuit step's numbers (``circuit.*``, `_circuit`); wall time, status ("done" / "failed") and a one-line error.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def _steps(cell: Cell, spec: SweepSpec, run_dir: Path) -> dict[str, Any]:
         out.update(_patch(run_dir, spec))
     if "dynamics" in spec.do:
         out.update(_dynamics(run_dir, spec))
+    if "circuit" in spec.do:
+        out.update(_circuit(run_dir, spec))
     return out
 
 
@@ -159,6 +161,25 @@ def _dynamics(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
         text += ("" if i == 0 else ("=" if step == known[i - 1][0] else "<")) + role
     out["dynamics.order"] = text or None
     out["verdict.stage_order_matches_paper"] = order["matches_paper_order"]
+    return out
+
+
+def _circuit(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
+    """The circuit's size (edges for FAITHFUL of the loss gap), what the GIH hypothesis's edges
+    recover alone, and for each hypothesis edge type whether the circuit contains all its edges
+    (``circuit.contains.<type>``, None where the roles name no head for it) and which share."""
+    from interp_icl.runs.circuits import run_circuit
+
+    c = spec.circuit
+    report = run_circuit(run_dir, "last", c.method, c.ig_steps, c.n_sequences, threshold=c.threshold)
+    out: dict[str, Any] = {"circuit.edges_needed": report.circuit_size,
+                           "circuit.hypothesis_edges": report.hypothesis["edges"],
+                           "circuit.hypothesis_recovered": report.hypothesis["recovered"],
+                           "circuit.added_edges": len(report.added)}
+    for name, t in report.hypothesis["types"].items():
+        total = len(t["edges"])
+        out[f"circuit.contains.{name}"] = None if total == 0 else t["in_circuit"] == total
+        out[f"circuit.share.{name}"] = None if total == 0 else t["in_circuit"] / total
     return out
 
 

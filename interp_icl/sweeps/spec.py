@@ -14,8 +14,11 @@
 * ``do``: ``train`` (always first), then any of ``analyze`` (the analysis passes), ``roles`` (the
   role experiments), ``patch`` (the default z-by-position patching sweep, as the report runs it),
   ``dynamics`` (the copier, selector and classifier passes at every checkpoint and the order in
-  which the roles form, as the report's dynamics section); the sizes of the analysis passes (also
-  those of ``dynamics``) and of the role experiments in ``analysis`` / ``roles`` (optional).
+  which the roles form, as the report's dynamics section), ``circuit`` (edge scores, the
+  faithfulness curve and which edges of the GIH hypothesis the circuit contains, as
+  `interp-icl circuit`); the sizes of the analysis passes (also those of ``dynamics``), of the
+  role experiments and of the circuit step in ``analysis`` / ``roles`` / ``circuit`` (optional:
+  ``{"method": "exact", "n_sequences": 256, "ig_steps": 16, "threshold": 0.005}``).
 
 `SweepSpec.cells()` builds and validates every cell's run config before anything runs; a bad
 value names its cell. Cells are named ``s<setting index>-seed<seed>`` and their settings are
@@ -36,7 +39,7 @@ from interp_icl.config import RunConfig, with_overrides
 from interp_icl.errors import ConfigError, InterpICLError, require
 from interp_icl.jsonable import read_json_file
 
-STEPS = ("train", "analyze", "roles", "patch", "dynamics")
+STEPS = ("train", "analyze", "roles", "patch", "dynamics", "circuit")
 
 
 class _Strict(BaseModel):
@@ -60,6 +63,15 @@ class RoleSizes(_Strict):
     n_sequences: int = Field(256, ge=2)
 
 
+class CircuitSizes(_Strict):
+    """The ``circuit`` step's method and sizes (`interp_icl.runs.circuits.run_circuit`)."""
+
+    method: Literal["exact", "eap", "eap-ig", "acdc"] = "exact"
+    n_sequences: int = Field(256, ge=4)
+    ig_steps: int = Field(16, ge=1)
+    threshold: float = Field(0.005, ge=0)
+
+
 class SweepSpec(_Strict):
     """A validated sweep spec (see the module docstring)."""
 
@@ -67,9 +79,10 @@ class SweepSpec(_Strict):
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     zip: list[list[str]] = Field(default_factory=list)
     seeds: list[int] = Field(min_length=1)
-    do: list[Literal["train", "analyze", "roles", "patch", "dynamics"]] = Field(default_factory=lambda: ["train"])
+    do: list[Literal["train", "analyze", "roles", "patch", "dynamics", "circuit"]] = Field(default_factory=lambda: ["train"])
     analysis: AnalysisSizes = Field(default_factory=AnalysisSizes)
     roles: RoleSizes = Field(default_factory=RoleSizes)
+    circuit: CircuitSizes = Field(default_factory=CircuitSizes)
 
     @model_validator(mode="after")
     def _check(self) -> SweepSpec:
