@@ -19,8 +19,8 @@ from interp_icl.config import TaskConfig
 from interp_icl.errors import InterpICLError
 from interp_icl.models.handmade_gih import gih_for_parents
 from interp_icl.models.handmade_standard import induction_circuit
-from interp_icl.tasks.markov import MarkovTask
 from interp_icl.seeding import generator
+from interp_icl.tasks.markov import MarkovTask
 from interp_icl.viz import explorer
 from tests.conftest import copy_run, tiny_config
 
@@ -92,6 +92,17 @@ def _text(nb) -> str:
     return "".join(out.get("text", "") for out in _outputs(nb) if out["output_type"] == "stream")
 
 
+def values(array) -> list:
+    """A plotly figure's numeric array as a list (plotly stores them as {"dtype", "bdata"}, base64)."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
 def _figures(nb) -> list[dict]:
     figures = _data(nb, PLOTLY)
     return [json.loads(f) if isinstance(f, str) else f for f in figures]
@@ -134,15 +145,6 @@ def test_notebook_executes_on_a_small_run(executed, path):
 def test_sweep_dashboard_shows_the_summary_rates_and_cells(executed, tiny_sweep):
     nb = executed("sweep.ipynb")
     assert f"sweep {tiny_sweep}: 4 cells, failed: none" in _text(nb)
-    import base64
-
-    import numpy as np
-
-    def values(array):  # plotly stores numeric arrays as {"dtype", "bdata"} (base64)
-        if isinstance(array, dict):
-            return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
-        return list(array)
-
     (figure,) = _figures(nb)
     bars = [t for t in figure["data"] if t["type"] == "bar"]
     assert {t["name"] for t in bars} == {"task.alpha=0.5", "task.alpha=1.0"}
@@ -170,14 +172,22 @@ def test_attention_explorer_shows_both_layers_with_the_parent_structure(executed
     assert len(summary) == 1
 
 
-def test_patching_dashboard_shows_the_heatmap_and_top_effects(executed):
+def test_patching_dashboard_shows_the_heatmap_top_effects_and_the_circuit(executed, tiny_run):
     nb = executed("patching.ipynb")
-    (figure,) = _figures(nb)
+    figure, graph, curve = _figures(nb)
     assert [t["type"] for t in figure["data"]] == ["heatmap", "heatmap"]  # one panel per layer
     assert "z patching" in figure["layout"]["title"]["text"]
     tables = [html for html in _data(nb, "text/html") if "effect_stderr" in html]
     assert len(tables) == 1 and tables[0].count("<tr") == 11  # header + TOP = 10 rows
     assert "8 sequences" in _text(nb)
+    # the circuit section: the stored circuit drawn, its curve ending at the whole model
+    from interp_icl.runs.circuits import stored_circuits
+
+    (stored,) = stored_circuits(tiny_run, 40)
+    shown = {t["hovertext"].split(":")[0] for t in graph["data"] if t.get("hovertext")}
+    assert shown == set(stored.edges.loc[stored.edges["in_circuit"] | stored.edges["hypothesis"].notna(), "edge"])
+    assert values(curve["data"][0]["y"])[-1] == pytest.approx(1.0)
+    assert f"circuit for 0.9: {stored.circuit_size} edges" in _text(nb)
 
 
 def test_dynamics_dashboard_shows_losses_roles_and_stage_order(executed, tiny_run):

@@ -54,7 +54,7 @@ def test_report_holds_every_section_and_its_data(small_run):
     assert text.count("<script>/**\n* plotly.js v") == 1  # plotly.js inlined once
     outside_scripts = re.sub(r"<script>.*?</script>", "", text, flags=re.DOTALL)
     assert not re.search(r"<(script|link|img|iframe)\b[^>]*\b(src|href)=", outside_scripts)
-    for section in ("summary", "verdicts", "dynamics", "layers", "attention", "patching"):
+    for section in ("summary", "verdicts", "dynamics", "layers", "attention", "patching", "circuit"):
         assert f'id="{section}"' in text
     # every figure names its data file, and every named file exists (plus the tables' data)
     named = re.findall(r'<p class="data">data: ([^<]+)</p>', text)
@@ -73,6 +73,13 @@ def test_report_holds_every_section_and_its_data(small_run):
     loss = pd.read_csv(data / "loss_curves.csv")
     assert loss["model"].tolist() == pytest.approx(metrics["eval_loss"].tolist())
     assert loss["Bayes-optimal"].tolist() == pytest.approx(metrics["bayes_loss"].tolist())
+    # the circuit graph draws the circuit's edges and the hypothesis's; the curve ends at the model
+    edges = pd.read_csv(data / "circuit_eap-ig_1_edges.csv")
+    drawn = pd.read_csv(data / "circuit_eap-ig_1_graph.csv")
+    assert set(drawn["edge"]) == set(edges.loc[edges["in_circuit"] | edges["hypothesis"].notna(), "edge"])
+    assert set(drawn.loc[drawn["kind"] == "missing", "edge"]) == set(edges.loc[~edges["in_circuit"] & edges["hypothesis"].notna(), "edge"])
+    curve = pd.read_csv(data / "circuit_faithfulness.csv")
+    assert curve["recovered"].iloc[-1] == pytest.approx(1.0) and curve["edges"].iloc[-1] == len(edges)
     # the attention values shown are the model's patterns, rounded to 3 decimals
     view = json.loads(next(data.glob("attention_seq*_layer1.json")).read_text())
     pattern = view["attention"]

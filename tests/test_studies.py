@@ -87,6 +87,34 @@ def test_standard_gih_committed_fragment_is_built_from_the_committed_results():
     assert '--8<-- "docs/generated/standard_gih.md"' in page
 
 
+def test_quickstart_circuits_quick_mode_reads_every_cells_stored_circuit(tmp_path):
+    from interp_icl.runs.circuits import stored_circuits
+
+    script = load_script("quickstart_circuits")
+    summary = script.main(["--quick", "--out", str(tmp_path)])
+    results = pd.read_csv(tmp_path / "sweep" / "results.csv")
+    assert len(results) == 1 and set(results["status"]) == {"done"} and summary["n_runs"] == 1
+    runs = pd.read_csv(tmp_path / "results" / "runs.csv")
+    (circuit,) = stored_circuits(tmp_path / "sweep" / "runs" / results["cell"][0], 20)
+    assert runs["circuit edges"][0] == circuit.circuit_size == results["circuit.edges_needed"][0]
+    added = runs[["added through an MLP", "added from or to an unnamed head", "added between named heads"]]
+    assert added.sum(1)[0] == runs["added"][0] == len(circuit.added)
+    types = pd.read_csv(tmp_path / "results" / "types.csv")
+    assert list(types["type"]) == list(circuit.hypothesis["types"])
+    fragment = (tmp_path / "quickstart_circuits.md").read_text(encoding="utf-8")
+    rebuilt = script.fragment(script._study.read_tables(tmp_path / "results", script.TABLES))
+    assert fragment == script._study.fragment_text(rebuilt, script.COMMAND)
+    assert (tmp_path / "quickstart_circuits.html").exists()
+
+
+def test_added_edges_are_sorted_by_where_they_run():
+    script = load_script("quickstart_circuits")
+    named = {"L0H1", "L1H0"}
+    assert script.added_kind("L0H1->MLP0.in", named) == "through an MLP"
+    assert script.added_kind("embed->L0H3.q", named) == "from or to an unnamed head"
+    assert script.added_kind("L0H1->L1H0.v", named) == "between named heads"
+
+
 def test_implicit_update_sweep_cells_are_the_two_presets():
     """The committed spec's zipped axes make setting 0 the `implicit-update` preset and setting 1
     the `implicit-update-source` preset exactly, apart from seed and name."""

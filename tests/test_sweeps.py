@@ -102,7 +102,7 @@ def test_the_circuit_step_is_the_runs_stored_circuit_and_its_rates(two_workers):
 
     results = two_workers.results.set_index("cell")
     for cell in results.index:
-        report = run_circuit(two_workers.path / "runs" / cell, "last", "exact", n_sequences=8)  # read back
+        report = run_circuit(two_workers.path / "runs" / cell, "last", "exact", n_sequences=8, role_sequences=8)  # stored
         row = results.loc[cell]
         assert row["circuit.edges_needed"] == report.circuit_size and row["circuit.added_edges"] == len(report.added)
         assert row["circuit.hypothesis_recovered"] == pytest.approx(report.hypothesis["recovered"], nan_ok=True)

@@ -19,7 +19,13 @@ import pandas as pd
 import torch
 
 from interp_icl.circuits import eap_scores, exact_scores, standard_graph
-from interp_icl.circuits.faithfulness import FAITHFUL, circuit_metric, edges_needed, faithfulness_curve, recovered_fraction
+from interp_icl.circuits.faithfulness import (
+    FAITHFUL,
+    circuit_metric,
+    edges_needed,
+    faithfulness_curve,
+    recovered_fraction,
+)
 from interp_icl.circuits.hypothesis import containment, hypothesis_edges
 from interp_icl.circuits.pruning import ACDC_THRESHOLD, greedy_prune
 from interp_icl.circuits.recovery import ranked
@@ -45,7 +51,7 @@ class CircuitReport:
     run: Path
     step: int
     method: str
-    settings: dict  # ig_steps, threshold (acdc), n_sequences, seed
+    settings: dict  # ig_steps, threshold (acdc), n_sequences, seed, role_sequences
     edges: pd.DataFrame  # one row per edge in ranking order: rank, edge, score, interval, in_circuit, hypothesis type
     curve: pd.DataFrame  # faithfulness of the first n edges
     hypothesis: dict  # types {type: {"edges", "in_circuit"}}, recovered (fraction, interval) by the hypothesis alone
@@ -73,16 +79,19 @@ def check_settings(method: str, ig_steps: int, n_sequences: int, threshold: floa
     require(threshold >= 0, f"--threshold must be >= 0 nats, got {threshold}")
 
 
-def settings_of(method: str, ig_steps: int, n_sequences: int, seed: int, threshold: float) -> dict:
+def settings_of(method: str, ig_steps: int, n_sequences: int, seed: int, threshold: float, role_sequences: int) -> dict:
     return {"ig_steps": ig_steps if method == "eap-ig" else 1, "threshold": threshold if method == "acdc" else None,
-            "n_sequences": n_sequences, "seed": seed}
+            "n_sequences": n_sequences, "seed": seed, "role_sequences": role_sequences}
 
 
 def run_circuit(run_dir: Path, step: int | str, method: str = "eap-ig", ig_steps: int = 16, n_sequences: int = 256,
-                seed: int = 0, threshold: float = ACDC_THRESHOLD, use_stored: bool = True) -> CircuitReport:
+                seed: int = 0, threshold: float = ACDC_THRESHOLD, role_sequences: int = ROLE_SEQUENCES,
+                use_stored: bool = True) -> CircuitReport:
+    """The circuit of one checkpoint (stored in the run; see the module docstring); the hypothesis
+    is drawn on the heads of the role experiments on `role_sequences` sequences (stored too)."""
     check_settings(method, ig_steps, n_sequences, threshold)
     (chosen,) = rundir.resolve_steps(run_dir, step)
-    settings = settings_of(method, ig_steps, n_sequences, seed, threshold)
+    settings = settings_of(method, ig_steps, n_sequences, seed, threshold, role_sequences)
 
     def compute() -> tuple[pd.DataFrame, dict]:
         report = _compute(Path(run_dir), chosen, method, settings)
@@ -131,7 +140,7 @@ def _compute(run_dir: Path, step: int, method: str, settings: dict) -> CircuitRe
     size = len(kept) if method == "acdc" else edges_needed(curve)
     circuit = {(graph.edges[i].sender, graph.edges[i].receiver) for i in order[:size or 0]}
 
-    types = _hypothesis_types(run_dir, step, model, task.config.parents, settings["seed"])
+    types = _hypothesis_types(run_dir, step, model, task.config.parents, settings["role_sequences"], settings["seed"])
     type_of = {edge: name for name, edges in types.items() for edge in edges}
     hypothesised = sorted({edge for edges in types.values() for edge in edges})
     with torch.no_grad():
@@ -154,9 +163,10 @@ def _compute(run_dir: Path, step: int, method: str, settings: dict) -> CircuitRe
     return CircuitReport(run_dir, step, method, settings, pd.DataFrame(rows), curve, hypothesis)
 
 
-def _hypothesis_types(run_dir: Path, step: int, model, parents, seed: int) -> dict[str, frozenset[tuple[str, str]]]:
-    """The hypothesis's edge types on the heads the stored role experiments name."""
-    roles = run_roles(run_dir, step, n_sequences=ROLE_SEQUENCES, seed=seed)
+def _hypothesis_types(run_dir: Path, step: int, model, parents, role_sequences: int,
+                      seed: int) -> dict[str, frozenset[tuple[str, str]]]:
+    """The hypothesis's edge types on the heads the (stored) role experiments name."""
+    roles = run_roles(run_dir, step, n_sequences=role_sequences, seed=seed)
     off = target_offset(model)
     copiers: dict[int, list[str]] = {}
     for name, heads in roles.results["copier"].details.get("sets", {}).items():
@@ -165,3 +175,16 @@ def _hypothesis_types(run_dir: Path, step: int, model, parents, seed: int) -> di
         copiers[offset] = sorted(set(copiers.get(offset, [])) | set(heads))
     classifiers = roles.results["classifier"].details.get("heads", [])
     return hypothesis_edges(copiers, classifiers, parents)
+
+
+def stored_circuits(run_dir: Path, step: int) -> list[CircuitReport]:
+    """Every circuit result stored for the checkpoint (`interp-icl circuit`, the sweep step), in
+    folder order."""
+    out = []
+    for s in store.entries(Path(run_dir), KIND, step):
+        if s.settings.get("version") != STORE_VERSION:
+            continue
+        settings = {k: v for k, v in s.settings.items() if k not in ("version", "method")}
+        out.append(CircuitReport(Path(run_dir), step, s.settings["method"], settings, s.table,
+                                 pd.DataFrame(s.summary["curve"]), s.summary["hypothesis"]))
+    return out

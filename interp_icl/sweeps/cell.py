@@ -171,7 +171,8 @@ def _circuit(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
     from interp_icl.runs.circuits import run_circuit
 
     c = spec.circuit
-    report = run_circuit(run_dir, "last", c.method, c.ig_steps, c.n_sequences, threshold=c.threshold)
+    report = run_circuit(run_dir, "last", c.method, c.ig_steps, c.n_sequences, threshold=c.threshold,
+                         role_sequences=spec.roles.n_sequences)
     out: dict[str, Any] = {"circuit.edges_needed": report.circuit_size,
                            "circuit.hypothesis_edges": report.hypothesis["edges"],
                            "circuit.hypothesis_recovered": report.hypothesis["recovered"],

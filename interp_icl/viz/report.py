@@ -13,7 +13,10 @@ result store, or computed and stored there now) and draws it:
 * circuitsvis attention patterns of every layer on the sample sequences that exercise the
   circuit most (`interp_icl.analysis.examples`);
 * patching: every sweep stored for this checkpoint (`interp_icl.runs.patch_sweeps`: the default
-  z-by-position sweep if none was stored) and the role-experiment table.
+  z-by-position sweep if none was stored) and the role-experiment table;
+* circuit: every edge-level circuit stored for this checkpoint (`interp_icl.runs.circuits`: the
+  default `interp-icl circuit` result if none was stored) drawn beside the GIH hypothesis, and
+  the faithfulness curves.
 
 Offline: plotly.js and the circuitsvis bundle are inlined once each. Data (CSV/JSON) goes to
 ``<report stem>_data/`` next to the report. Both are written atomically
@@ -144,6 +147,8 @@ def build_report(
     if is_markov:
         say("patching")
         page.add("patching", "Patching", _patching_section(page, loaded, roles))
+        say("circuit")
+        page.add("circuit", "Circuit", _circuit_section(page, loaded, n_sequences))
     page.data["report.json"] = {
         "run": str(run),
         "step": steps[-1],
@@ -332,6 +337,53 @@ def _patching_section(page: ReportPage, loaded, roles) -> str:
                 else ""
             )
         )
+    return "".join(parts)
+
+
+def _circuit_section(page: ReportPage, loaded, n_sequences: int) -> str:
+    """Every circuit stored for the checkpoint (when none is, the default `interp-icl circuit`
+    result on `n_sequences` sequences, the hypothesis on the role experiments of the same size):
+    the circuit beside the GIH hypothesis, and the faithfulness curves."""
+    from interp_icl.circuits.faithfulness import FAITHFUL
+    from interp_icl.patching.fast_engine import unsupported_reason
+    from interp_icl.runs.circuits import run_circuit, stored_circuits
+    from interp_icl.viz.circuits import circuit_graph, faithfulness_figure
+
+    reason = unsupported_reason(loaded.model)
+    if reason is not None:
+        return f"<p>No edge-level circuit: the graph is built for standard-layout models ({html.escape(reason)}).</p>"
+    reports = stored_circuits(loaded.path, loaded.step) or [
+        run_circuit(loaded.path, loaded.step, n_sequences=n_sequences, role_sequences=n_sequences)]
+    parts, curves = [], {}
+    n_layers = int(loaded.model.cfg.n_layers)
+    for r in reports:
+        label = r.method + (f" ({r.settings['ig_steps']} steps)" if r.method == "eap-ig" else "") + \
+            (f" (threshold {r.settings['threshold']:g})" if r.method == "acdc" else "")
+        curves[label] = r.curve
+        stem = f"circuit_{r.method}_{len(curves)}"
+        size = r.circuit_size
+        h = r.hypothesis
+        low, high = h["interval"] or (float("nan"), float("nan"))
+        title = f"{label}: circuit of {size if size is not None else 'every'} edges beside the GIH hypothesis"
+        parts.append(f"<h3>{html.escape(label)}, {r.settings['n_sequences']} sequences</h3>")
+        page.data[f"{stem}_edges.csv"] = r.edges
+        fig, data = circuit_graph(r.edges, n_layers, title)
+        parts.append(page.figure(fig, f"{stem}_graph.csv", data))
+        parts.append(
+            f"<p>The hypothesis's {h['edges']} edges alone recover {h['recovered']:.3f} [{low:.3f}, {high:.3f}] "
+            "of the loss gap; the circuit contains, per edge type:</p>"
+            + _table(["edge type", "in the circuit", "edges"],
+                     [(name, f"{t['in_circuit']} of {len(t['edges'])}", ", ".join(t["edges"]) or "(no head named)")
+                      for name, t in h["types"].items()])
+            + f"<p>Edges the circuit adds: {html.escape(', '.join(r.added) or 'none')}.</p>")
+    fig, data = faithfulness_figure(curves, FAITHFUL)
+    parts.append(page.figure(fig, "circuit_faithfulness.csv", data))
+    parts.append(
+        "<p>Score of an edge = change of the mean target NLL when only that edge carries another "
+        "sequence's value (exact), or its gradient estimate (EAP, EAP-IG); acdc prunes greedily on "
+        "the KL from the model's output. The circuit is the fewest first edges that keep "
+        f"{FAITHFUL:g} of the loss gap (acdc: the pruned set). Stored circuits come from "
+        "<code>interp-icl circuit</code> and the sweep step <code>circuit</code>.</p>")
     return "".join(parts)
 
 
