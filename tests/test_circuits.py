@@ -202,8 +202,9 @@ def test_every_stated_zoo_circuit_is_recovered_by_exact_patching_and_eap_ig(zoo_
     assert (exact["auc"] == 1.0).all(), exact[exact["auc"] < 1.0]
     positives = table[(table["method"] == "eap-ig") & table["breaks"].isna()]
     assert (positives["auc"] >= 0.95).all(), positives
-    stated = {m.name for m in zoo(48) if m.family == "standard" and m.breaks is None}
-    assert set(positives["model"]) == stated
+    stated = {m.name for m in zoo(48) if m.breaks is None}  # both families
+    assert set(positives["model"]) == stated and {"gih-12", "gih-12-distractor"} <= stated
+    assert set(table["model"]) == {m.name for m in zoo(48)}  # every zoo model has a stated circuit
 
 
 def test_the_committed_recovery_table_is_what_the_script_writes(zoo_table):
@@ -329,3 +330,148 @@ def test_greedy_pruning_keeps_exactly_the_stated_circuit(name):
     mean = changes.mean(1)
     assert all(mean[i] >= threshold for i in kept)
     assert all(mean[i] < threshold for i in set(range(len(graph.edges))) - set(kept))
+
+
+# ---------------------------------------------------------------- the gih family
+
+
+@pytest.fixture(scope="module")
+def gih():
+    """An untrained gih model (3 heads, window 3, subsets up to degree 2) in float64 with classifier
+    scale a = 3 (not ~0), so that every feature block and every edge carries something."""
+    model = build_model(ModelConfig(family="gih", n_heads=3, window=3, max_degree=2), 3, SEQ, 0).double().eval()
+    with torch.no_grad():
+        model.a.fill_(3.0)
+    return model
+
+
+def gih_metric(model):
+    from interp_icl.patching.interventions import sequence_nll
+
+    return lambda out, toks: sequence_nll(model, out, toks, 3)
+
+
+def test_the_gih_graph_by_hand(gih):
+    from interp_icl.circuits import gih_graph
+
+    graph = gih_graph(gih)
+    # 3 value edges; head subsets of size 1-2: 3 singletons (1 input each) and 3 pairs (2 each);
+    # 6 features x (q, k); classifier value and output
+    assert len(graph.edges) == 3 + (3 + 6) + 12 + 2
+    assert Edge("L0H1", "F[0,1].in") in graph.edges and Edge("L0H2", "F[0,1].in") not in graph.edges
+    assert Edge("F[1,2]", "L1H0.k") in graph.edges and graph.kind == "gih"
+
+
+def test_gih_feature_blocks_are_the_models(gih):
+    from interp_icl.circuits.gih import feature_block
+
+    tokens, _ = tokens_pair(3)
+    _, cache = gih.run_with_cache(tokens)
+    p = cache["blocks.0.mlp.hook_subset_weights"]
+    for k, (subset, sl) in enumerate(gih.feature_slices()):
+        block = feature_block(cache["blocks.0.attn.hook_z_normalized"], subset, p[k])
+        torch.testing.assert_close(block, cache["blocks.0.mlp.hook_feature"][..., sl], atol=1e-12, rtol=0)
+
+
+def test_gih_circuit_runs_keeping_every_edge_or_none_are_the_model_on_each_input(gih):
+    """With every edge from the source run, every input of every stage is the source's: the output
+    is the model's on the source tokens — each kind of patch must be right for this to hold."""
+    from interp_icl.circuits import circuit_runner, gih_graph
+
+    tokens, source = tokens_pair(3)
+    graph = gih_graph(gih)
+    run = circuit_runner(gih, graph, source)
+    with torch.no_grad():
+        torch.testing.assert_close(run(tokens, {(e.sender, e.receiver) for e in graph.edges}), gih(tokens), atol=1e-12, rtol=0)
+        torch.testing.assert_close(run(tokens, set()), gih(source), atol=1e-12, rtol=0)
+
+
+def test_gih_edges_out_of_a_head_are_its_output_patched_through_transformer_lens_hooks(gih):
+    """Patching every edge out of L0H1 (into each feature it enters) equals replacing v̄^1 by the
+    source's with a TransformerLens hook; the exact scores of the edges into the classifier's
+    value and out of it equal the same hooks on hook_v / hook_z."""
+    from interp_icl.circuits import exact_scores, gih_graph
+    from interp_icl.circuits.gih import GIHEdges
+
+    tokens, source = tokens_pair(3)
+    graph, metric = gih_graph(gih), gih_metric(gih)
+    _, src = gih.run_with_cache(source)
+
+    def replaced(name, head=None):
+        def hook(act, hook):
+            act = act.clone()
+            if head is None:
+                return src[name]
+            act[:, :, head] = src[name][:, :, head]
+            return act
+        return gih.run_with_hooks(tokens, fwd_hooks=[(name, hook)])
+
+    runs = GIHEdges(gih, graph)
+    out_of_l0h1 = {(e.sender, e.receiver) for e in graph.edges if e.sender == "L0H1"}
+    with torch.no_grad():
+        ours = runs.run(tokens, runs.record(source), out_of_l0h1)
+        torch.testing.assert_close(ours, replaced("blocks.0.attn.hook_z_normalized", 1), atol=1e-12, rtol=0)
+        scores = exact_scores(gih, graph, tokens, source, metric, edges=[Edge("embed", "L1H0.v"), Edge("L1H0", "logits")])
+        clean = metric(gih(tokens), tokens)
+        for row, name in zip(scores, ("blocks.1.attn.hook_v", "blocks.1.attn.hook_z")):
+            torch.testing.assert_close(row, metric(replaced(name), tokens) - clean, atol=1e-12, rtol=0)
+
+
+def test_gih_eap_is_the_derivative_along_each_edges_patch(gih):
+    """EAP of an edge = d/dε metric(receiver input = base + ε (source − base)) at ε = 0, by central
+    differences in float64, for an edge of every kind; the input moved by hooks written here. The
+    metric is the mean probability of the targets from row 3 (smooth: the NLL's probability floor
+    has no derivative where a token has not been seen yet)."""
+    from interp_icl.circuits import eap_scores, gih_graph
+    from interp_icl.circuits.gih import feature_block
+
+    tokens, source = tokens_pair(3)
+    graph = gih_graph(gih)
+
+    def metric(out, toks):
+        return out[:, 3:].gather(-1, toks[:, 3:, None])[..., 0].mean(1)
+
+    eap = eap_scores(gih, graph, tokens, source, metric).mean(1)
+    _, base = gih.run_with_cache(tokens)
+    _, src = gih.run_with_cache(source)
+    slices = {f"F[{','.join(map(str, s))}]": (k, s, sl) for k, (s, sl) in enumerate(gih.feature_slices())}
+
+    def moved(edge: Edge, eps: float) -> float:
+        def mix(name):
+            return base[name] + eps * (src[name] - base[name])
+        if edge.receiver.startswith("L0"):  # embed -> L0H{h}.v: the head's output moves
+            h = int(edge.receiver[3])
+            def hook(act, hook):
+                act = act.clone()
+                act[:, :, h] = mix(hook.name)[:, :, h]
+                return act
+            name = "blocks.0.attn.hook_z"
+        elif edge.receiver.endswith(".in"):  # L0H{h} -> F[S].in: head h's factor of block S moves
+            k, subset, sl = slices[edge.receiver[:-3]]
+            h = int(edge.sender[3])
+            def hook(act, hook):
+                act = act.clone()
+                vbar = base["blocks.0.attn.hook_z_normalized"]
+                act[..., sl] = feature_block(vbar, subset, base["blocks.0.mlp.hook_subset_weights"][k],
+                                             {h: mix("blocks.0.attn.hook_z_normalized")[:, :, h]})
+                return act
+            name = "blocks.0.mlp.hook_feature"
+        elif edge.receiver in ("L1H0.q", "L1H0.k"):  # one block of the query / key moves
+            _, _, sl = slices[edge.sender]
+            name = f"blocks.1.attn.hook_{edge.receiver[-1]}"
+            def hook(act, hook):
+                act = act.clone()
+                act[..., sl] = mix(hook.name)[..., sl]
+                return act
+        else:
+            name = "blocks.1.attn.hook_v" if edge.receiver == "L1H0.v" else "blocks.1.attn.hook_z"
+            def hook(act, hook):
+                return mix(hook.name)
+        with torch.no_grad():
+            return float(metric(gih.run_with_hooks(tokens, fwd_hooks=[(name, hook)]), tokens).mean())
+
+    chosen = [Edge("embed", "L0H2.v"), Edge("L0H0", "F[0,2].in"), Edge("F[1]", "L1H0.q"), Edge("F[0,1]", "L1H0.k"),
+              Edge("embed", "L1H0.v"), Edge("L1H0", "logits")]
+    for edge in chosen:
+        derivative = (moved(edge, 1e-5) - moved(edge, -1e-5)) / 2e-5
+        assert float(eap[graph.edges.index(edge)]) == pytest.approx(derivative, rel=1e-6, abs=1e-10), edge

@@ -263,6 +263,8 @@ def test_circuit_refuses_bad_input_before_any_work(tmp_path, tiny_trained_run):
         (["circuit", run, "--ig-steps", "0"], "--ig-steps must be at least 1"),
         (["circuit", run, "--out", "afile"], "--out afile is a file"),
         (["circuit", repeated], "circuit needs an in-context Markov task"),
-        (["circuit", gih], "circuit needs a standard-layout model"),
     ]
     assert_refused(cases, tmp_path)
+    done = run_cli("circuit", gih, "--method", "exact", "--n-sequences", "8", cwd=tmp_path)  # the gih graph
+    assert done.returncode == 0, done.stderr
+    assert "F[0,1]" in done.stdout and "selector->classifier.q" in done.stdout

@@ -213,6 +213,8 @@ def test_report_on_a_gih_run_patches_each_layer_and_shows_its_weights(tmp_path):
     assert len(weights) == w_rpe.numel()
     for row in weights.itertuples():
         assert row.weight == pytest.approx(float(w_rpe[row.head, row.offset - 1]))
+    edges = pd.read_csv(data / "circuit_eap-ig_1_edges.csv")  # the gih graph: features between the layers
+    assert edges["receiver"].str.startswith("F[").any() and (data / "circuit_faithfulness.csv").is_file()
 
 
 def test_report_on_a_one_layer_model_says_no_circuit_exists(tmp_path):

@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from interp_icl.circuits.forward import EdgeForward
 from interp_icl.circuits.graph import Edge, Graph
+from interp_icl.circuits.runner import circuit_runner
 from interp_icl.circuits.scores import SequenceMetric
 from interp_icl.stats import ratio_interval
 
@@ -33,15 +33,9 @@ FAITHFUL = 0.9  # the recovered fraction "edges needed" refers to
 def circuit_metric(model: nn.Module, graph: Graph, tokens: Tensor, source_tokens: Tensor, metric: SequenceMetric,
                    circuits: Sequence[Sequence[Edge]]) -> Tensor:
     """``[len(circuits), B]`` the per-sequence metric of each circuit run."""
-    forward = EdgeForward(model, graph)
+    run = circuit_runner(model, graph, source_tokens)
     with torch.no_grad():
-        source = forward.run(source_tokens)[1]
-        rows = []
-        for circuit in circuits:
-            kept = frozenset((e.sender, e.receiver) for e in circuit)
-            logits, _ = forward.run(tokens, keep=(kept, source))
-            rows.append(metric(logits, tokens))
-    return torch.stack(rows)
+        return torch.stack([metric(run(tokens, {(e.sender, e.receiver) for e in c}), tokens) for c in circuits])
 
 
 def recovered_fraction(empty: Tensor, full: Tensor, circuit: Tensor, seed: int | None = 0,

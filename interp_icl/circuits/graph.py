@@ -29,12 +29,15 @@ class Edge:
 
 @dataclass(frozen=True)
 class Graph:
-    """The senders, receivers and edges of one model, in the order the model computes them."""
+    """The senders, receivers and edges of one model, in the order the model computes them;
+    `kind` says whose forward patches them: "standard" (`circuits.forward`) or "gih"
+    (`circuits.gih`)."""
 
     n_layers: int
     n_heads: int
     has_mlp: bool
     edges: tuple[Edge, ...]
+    kind: str = "standard"
 
     @property
     def receivers(self) -> list[str]:

@@ -2,7 +2,7 @@
 
 Start from every edge. Visit the receivers from the output back (the graph's order reversed) and,
 for each, its senders from the latest back; drop the edge — it then carries its sender's source
-value (`EdgeForward.run(keep=...)`) — when that raises the mean metric by less than `threshold`:
+value (`circuits.runner`) — when that raises the mean metric by less than `threshold`:
 
     drop u -> v  if  m(C without u -> v) - m(C) < threshold,   then C := C without u -> v
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from interp_icl.circuits.forward import EdgeForward
 from interp_icl.circuits.graph import Graph
+from interp_icl.circuits.runner import circuit_runner
 from interp_icl.circuits.scores import SequenceMetric
 
 ACDC_THRESHOLD = 0.005  # nats of mean KL per target row; `interp-icl circuit --threshold`
@@ -30,16 +30,14 @@ ACDC_THRESHOLD = 0.005  # nats of mean KL per target row; `interp-icl circuit --
 def greedy_prune(model: nn.Module, graph: Graph, tokens: Tensor, source_tokens: Tensor, metric: SequenceMetric,
                  threshold: float = ACDC_THRESHOLD) -> tuple[list[int], Tensor]:
     """(indices of the kept edges into ``graph.edges``, the change at each edge's visit ``[E, B]``)."""
-    forward = EdgeForward(model, graph)
+    circuit = circuit_runner(model, graph, source_tokens)
     kept = set(range(len(graph.edges)))
     changes = torch.zeros(len(graph.edges), tokens.shape[0], dtype=torch.float64)
 
     def run(indices: set[int]) -> Tensor:
-        names = frozenset((graph.edges[i].sender, graph.edges[i].receiver) for i in indices)
-        return metric(forward.run(tokens, keep=(names, source))[0], tokens).double()
+        return metric(circuit(tokens, {(graph.edges[i].sender, graph.edges[i].receiver) for i in indices}), tokens).double()
 
     with torch.no_grad():
-        source = forward.run(source_tokens)[1]
         current = run(kept)
         for receiver in reversed(graph.receivers):
             unit = receiver.split(".")[0]

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from interp_icl.circuits.forward import EdgeForward
+from interp_icl.circuits.gih import TAPPED, GIHEdges
 from interp_icl.circuits.graph import Edge, Graph
 
 SequenceMetric = Callable[[Tensor, Tensor], Tensor]  # (logits [N, T, V], tokens [N, T]) -> [N]
@@ -44,6 +45,8 @@ def exact_scores(
 ) -> Tensor:
     """``[E, B]`` exact metric change of patching each edge (every edge of `graph` by default)."""
     edges = list(graph.edges if edges is None else edges)
+    if graph.kind == "gih":
+        return _gih_exact(model, graph, tokens, source_tokens, metric, edges)
     forward = EdgeForward(model, graph)
     residuals: dict[int, Tensor] = {}
     with torch.no_grad():
@@ -87,6 +90,8 @@ def eap_scores(
     """``[E, B]`` gradient estimates of the exact scores: EAP (`ig_steps` = 1) or EAP-IG."""
     if ig_steps < 1:
         raise ValueError(f"ig_steps must be >= 1, got {ig_steps}")
+    if graph.kind == "gih":
+        return _gih_eap(model, graph, tokens, source_tokens, metric, ig_steps)
     forward = EdgeForward(model, graph)
     base, source = _writes(forward, tokens), _writes(forward, source_tokens)
     grads = {r: torch.zeros_like(base["embed"]) for r in graph.receivers}
@@ -106,3 +111,32 @@ def eap_scores(
         for r in graph.receivers:
             grads[r] += step[r] / ig_steps
     return torch.stack([((source[e.sender] - base[e.sender]) * grads[e.receiver]).sum((1, 2)) for e in graph.edges])
+
+
+def _gih_exact(model: nn.Module, graph: Graph, tokens: Tensor, source_tokens: Tensor, metric: SequenceMetric,
+               edges: Sequence[Edge]) -> Tensor:
+    """`exact_scores` on a gih-family model: one hooked run per edge (`circuits.gih`)."""
+    runs = GIHEdges(model, graph)
+    source = runs.record(source_tokens)
+    with torch.no_grad():
+        clean = metric(runs.record(tokens)["out"], tokens)
+        return torch.stack([metric(runs.run(tokens, source, {(e.sender, e.receiver)}), tokens) - clean for e in edges])
+
+
+def _gih_eap(model: nn.Module, graph: Graph, tokens: Tensor, source_tokens: Tensor, metric: SequenceMetric,
+             ig_steps: int) -> Tensor:
+    """`eap_scores` on a gih-family model: gradients at the hooks where its edges act."""
+    runs = GIHEdges(model, graph)
+    base, source = runs.record(tokens), runs.record(source_tokens)
+    grads = {name: torch.zeros_like(base[name]) for name in TAPPED}
+    x_base, x_source = base["hook_embed"], source["hook_embed"]
+    for k in range(ig_steps):
+        alpha = k / ig_steps
+        taps = {name: torch.zeros_like(base[name], requires_grad=True) for name in TAPPED}
+        with torch.enable_grad():
+            out = runs.run(tokens, source, (), embed=x_base + alpha * (x_source - x_base), taps=taps)
+            found = torch.autograd.grad(metric(out, tokens).sum(), list(taps.values()), allow_unused=True)
+        for name, g in zip(taps, found):
+            if g is not None:
+                grads[name] += g / ig_steps
+    return runs.attribution(base, source, grads)

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from interp_icl.circuits.graph import standard_graph
 from interp_icl.circuits.recovery import precision_at_size, ranking_auc, truth_mask
+from interp_icl.circuits.runner import model_graph
 from interp_icl.circuits.scores import eap_scores, exact_scores
 from interp_icl.patching.interventions import sequence_nll
 from interp_icl.roles.validation import zoo_sequences
@@ -36,7 +36,7 @@ def zoo_recovery(models: Sequence, n_sequences: int = ZOO_EDGE_SEQUENCES, ig_ste
         def metric(logits, toks, model=model, t0=t0):
             return sequence_nll(model, logits, toks, t0)
 
-        graph = standard_graph(model)
+        graph = model_graph(model)
         truth = truth_mask(graph, zm.circuit)
         scores = {
             "exact": exact_scores(model, graph, tokens, source, metric),

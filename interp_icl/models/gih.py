@@ -88,6 +88,12 @@ class GIHConfig:
     block_type: ClassVar[str] = "gih"
 
 
+def feature_unit(subset: tuple[int, ...]) -> str:
+    """The name of the FFN feature of a head subset in the edge graph (`interp_icl.circuits`):
+    "F[0,1]" for heads {0, 1}."""
+    return "F[" + ",".join(map(str, subset)) + "]"
+
+
 def head_subsets(n_heads: int, max_degree: int) -> list[tuple[int, ...]]:
     """All subsets of heads of size <= max_degree: ∅ first, then by size, then lexicographic."""
     return [s for k in range(max_degree + 1) for s in itertools.combinations(range(n_heads), k)]
@@ -201,6 +207,15 @@ class GIHModel(HookedRootModule):
     @property
     def feature_size(self) -> int:
         return sum(self.cfg.d_vocab ** len(s) for s in self.subsets)
+
+    def feature_slices(self) -> list[tuple[tuple[int, ...], slice]]:
+        """(subset S, its block of φ ``[..., F]``) for every subset, in `self.subsets` order."""
+        out, start = [], 0
+        for subset in self.subsets:
+            size = self.cfg.d_vocab ** len(subset)
+            out.append((subset, slice(start, start + size)))
+            start += size
+        return out
 
     # ----- layer 1 ----------------------------------------------------------------------------
     def _dense_scores(self, seq: int) -> Tensor:

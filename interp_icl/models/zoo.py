@@ -85,7 +85,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from interp_icl.builtin_families import StandardConfig
 from interp_icl.errors import require
-from interp_icl.models.gih import GIHModel
+from interp_icl.models.gih import GIHModel, feature_unit
 from interp_icl.models.handmade_gih import gih_for_parents
 from interp_icl.models.standard import build_standard
 
@@ -145,8 +145,7 @@ class ZooModel:
     expected: role -> the verdict every check of that role must give (True holds, False fails,
     None no statement). breaks: the role a negative control breaks ("circuit" for the one-layer
     model), None for positive controls. heads: the stated job of each head (`HeadRole`).
-    circuit: the edges the construction uses (`StandardGIHLayout.circuit_edges`; None where not
-    stated yet: the gih family).
+    circuit: the edges the construction uses (`StandardGIHLayout.circuit_edges`, `_gih_circuit`).
     """
 
     name: str
@@ -159,7 +158,7 @@ class ZooModel:
     breaks: str | None
     description: str
     heads: tuple[HeadRole, ...] = field(default=())
-    circuit: frozenset[tuple[str, str]] | None = None  # the edges the construction uses (standard GIHs)
+    circuit: frozenset[tuple[str, str]] | None = None  # the edges the construction uses
 
 
 # ----- the standard GIH ---------------------------------------------------------------------------
@@ -450,6 +449,21 @@ def _gih(
     return model
 
 
+def _gih_circuit(parents: tuple[int, ...], broken: str | None) -> frozenset[tuple[str, str]]:
+    """The edges a `_gih` model's construction uses (names of `interp_icl.circuits.gih`): the
+    classifier's values and output, and — unless a = 0 makes its attention uniform — the copiers
+    of the one subset the FFN weights (heads of the parents, or {min(pa), distractor}), that
+    subset's feature and the classifier's query and key reading it. Every other subset's weight is
+    0, so its feature is 0 on every input and no edge through it changes anything."""
+    edges = {("embed", "L1H0.v"), ("L1H0", "logits")}
+    if broken != "uniform_classifier":
+        used = (0, len(parents)) if broken == "selects_distractor" else tuple(range(len(parents)))
+        unit = feature_unit(used)
+        edges |= {("embed", f"L0H{h}.v") for h in used} | {(f"L0H{h}", f"{unit}.in") for h in used}
+        edges |= {(unit, "L1H0.q"), (unit, "L1H0.k")}
+    return frozenset(edges)
+
+
 def _gih_heads(
     offsets: Sequence[int], n_parents: int, broken_classifier: bool = False
 ) -> tuple[HeadRole, ...]:
@@ -589,6 +603,7 @@ def zoo(n_ctx: int = 64) -> list[ZooModel]:
                 breaks=role,
                 description=description,
                 heads=_gih_heads(offsets, len(pa), broken_classifier=role == "classifier"),
+                circuit=_gih_circuit(pa, broken),
             )
         )
     models.append(

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from interp_icl.circuits import eap_scores, exact_scores, standard_graph
+from interp_icl.circuits import eap_scores, exact_scores, gih_graph, standard_graph
 from interp_icl.circuits.faithfulness import (
     FAITHFUL,
     circuit_metric,
@@ -26,12 +26,12 @@ from interp_icl.circuits.faithfulness import (
     faithfulness_curve,
     recovered_fraction,
 )
-from interp_icl.circuits.hypothesis import containment, hypothesis_edges
+from interp_icl.circuits.hypothesis import containment, gih_hypothesis_edges, hypothesis_edges
 from interp_icl.circuits.pruning import ACDC_THRESHOLD, greedy_prune
 from interp_icl.circuits.recovery import ranked
 from interp_icl.errors import require
 from interp_icl.jsonable import plain
-from interp_icl.models import target_offset
+from interp_icl.models import layout, target_offset
 from interp_icl.patching.fast_engine import unsupported_reason
 from interp_icl.patching.interventions import sequence_kl, sequence_nll
 from interp_icl.roles import ROLE_SEQUENCES
@@ -109,8 +109,9 @@ def _compute(run_dir: Path, step: int, method: str, settings: dict) -> CircuitRe
     require(getattr(task.config, "name", None) == "markov",
             f"circuit needs an in-context Markov task (its corrupted baseline is another sequence of the "
             f"task); this run's task is {task.config.name!r}")
-    reason = unsupported_reason(model)
-    require(reason is None, f"circuit needs a standard-layout model (the gih family's graph is not built yet): {reason}")
+    is_gih = layout(model).block_type == "gih"
+    reason = None if is_gih else unsupported_reason(model)
+    require(reason is None, f"circuit needs a standard-layout or gih-family model: {reason}")
     tokens = task.sample(settings["n_sequences"], generator(settings["seed"], "circuit", "clean")).tokens
     source = tokens.roll(1, 0)
     t0 = max(task.config.parents)
@@ -118,7 +119,7 @@ def _compute(run_dir: Path, step: int, method: str, settings: dict) -> CircuitRe
     def metric(logits, toks):
         return sequence_nll(model, logits, toks, t0)
 
-    graph = standard_graph(model)
+    graph = gih_graph(model) if is_gih else standard_graph(model)
     if method == "exact":
         scores = exact_scores(model, graph, tokens, source, metric)
     elif method == "acdc":
@@ -174,6 +175,8 @@ def _hypothesis_types(run_dir: Path, step: int, model, parents, role_sequences: 
         offset = int(p) if side == "key" else int(p) - off
         copiers[offset] = sorted(set(copiers.get(offset, [])) | set(heads))
     classifiers = roles.results["classifier"].details.get("heads", [])
+    if layout(model).block_type == "gih":
+        return gih_hypothesis_edges(copiers, classifiers, parents, model.subsets)
     return hypothesis_edges(copiers, classifiers, parents)
 
 

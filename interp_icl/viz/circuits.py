@@ -2,8 +2,8 @@
 hypothesis as a graph, and the faithfulness curve. Each returns ``(figure, data)``; nothing here
 computes a measurement.
 
-Graph layout: one column per stage (embed, layer-0 heads, MLP0, layer-1 heads, ..., logits), one
-row per head; an edge into a head's query, key or value ends just below, at or above the head
+Graph layout: one column per stage (embed, layer-0 heads, MLP0 or the gih FFN features F[S],
+layer-1 heads, ..., logits), one row per head (a feature sits at the mean of its heads' rows); an edge into a head's query, key or value ends just below, at or above the head
 (q, k, v). Edges drawn: the circuit's (width ∝ |score|) and the hypothesis's edges it misses
 (dashed); colour says which: in both, circuit only (added), hypothesis only (missing).
 """
@@ -29,6 +29,9 @@ def _place(unit: str, n_layers: int) -> tuple[float, float]:
         return 2.0 * n_layers + 1, -1.0
     if unit.startswith("MLP"):
         return 2.0 * int(unit[3:]) + 2, -1.0
+    if unit.startswith("F["):  # a gih FFN feature of a head subset
+        heads = [int(h) for h in unit[2:-1].split(",")]
+        return 2.0, sum(heads) / len(heads) + 0.15 * (len(heads) - 1)
     layer, head = unit[1:].split("H")
     return 2.0 * int(layer) + 1, float(head)
 

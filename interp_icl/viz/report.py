@@ -345,13 +345,14 @@ def _circuit_section(page: ReportPage, loaded, n_sequences: int) -> str:
     result on `n_sequences` sequences, the hypothesis on the role experiments of the same size):
     the circuit beside the GIH hypothesis, and the faithfulness curves."""
     from interp_icl.circuits.faithfulness import FAITHFUL
+    from interp_icl.models import layout
     from interp_icl.patching.fast_engine import unsupported_reason
     from interp_icl.runs.circuits import run_circuit, stored_circuits
     from interp_icl.viz.circuits import circuit_graph, faithfulness_figure
 
-    reason = unsupported_reason(loaded.model)
+    reason = None if layout(loaded.model).block_type == "gih" else unsupported_reason(loaded.model)
     if reason is not None:
-        return f"<p>No edge-level circuit: the graph is built for standard-layout models ({html.escape(reason)}).</p>"
+        return f"<p>No edge-level circuit: the graph is built for standard-layout and gih models ({html.escape(reason)}).</p>"
     reports = stored_circuits(loaded.path, loaded.step) or [
         run_circuit(loaded.path, loaded.step, n_sequences=n_sequences, role_sequences=n_sequences)]
     parts, curves = [], {}
