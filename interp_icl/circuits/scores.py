@@ -94,8 +94,9 @@ def eap_scores(
         return _gih_eap(model, graph, tokens, source_tokens, metric, ig_steps)
     forward = EdgeForward(model, graph)
     base, source = _writes(forward, tokens), _writes(forward, source_tokens)
-    grads = {r: torch.zeros_like(base["embed"]) for r in graph.receivers}
+    changes = {u: source[u] - base[u] for u in base}
     direct = [r for r in graph.receivers if r == "logits" or r.startswith("MLP")]  # one input each
+    scores: dict[tuple[str, str], Tensor] = {}
     for k in range(ig_steps):
         alpha = k / ig_steps
         embed = base["embed"] + alpha * (source["embed"] - base["embed"])
@@ -106,11 +107,14 @@ def eap_scores(
             logits, _ = forward.run(tokens, leaves, embed=embed, record=residuals, taps=taps)
             found = torch.autograd.grad(metric(logits, tokens).sum(), [*leaves.values(), *taps.values()], allow_unused=True)
         found = [torch.zeros_like(t) if g is None else g for t, g in zip([*leaves.values(), *taps.values()], found)]
-        step = dict(zip(leaves, found[:len(leaves)]))
-        step.update(forward.input_gradients(residuals, dict(zip(taps, found[len(leaves):]))))
-        for r in graph.receivers:
-            grads[r] += step[r] / ig_steps
-    return torch.stack([((source[e.sender] - base[e.sender]) * grads[e.receiver]).sum((1, 2)) for e in graph.edges])
+        step = forward.head_input_scores(residuals, dict(zip(taps, found[len(leaves):])), changes)
+        grads = dict(zip(leaves, found[:len(leaves)]))
+        for e in graph.edges:
+            if e.receiver in grads:
+                step[(e.sender, e.receiver)] = (changes[e.sender] * grads[e.receiver]).sum((1, 2))
+        for key in step:
+            scores[key] = scores.get(key, 0) + step[key] / ig_steps
+    return torch.stack([scores[(e.sender, e.receiver)] for e in graph.edges])
 
 
 def _gih_exact(model: nn.Module, graph: Graph, tokens: Tensor, source_tokens: Tensor, metric: SequenceMetric,
