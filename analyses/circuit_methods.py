@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     kept, _ = greedy_prune(model, graph, tokens, source, lambda logits, toks: sequence_kl(model, reference, logits, t0),
                            args.threshold)
     seconds_acdc = time.perf_counter() - start
-    pruned = faithfulness_curve(model, graph, tokens, source, metric, kept, sizes=[len(kept)], refine=False)
+    order = kept + [i for i in range(len(graph.edges)) if i not in set(kept)]  # the pruned circuit first
+    pruned = faithfulness_curve(model, graph, tokens, source, metric, order, sizes=[len(kept)], refine=False)
     rows.append({"method": f"acdc (KL threshold {args.threshold:g})", "edges for 0.9": f"{len(kept)} (pruned; keeps {pruned['recovered'].iloc[0]:.3f})",
                  f"top-{k} overlap with exact": len(set(kept) & top_exact), "Spearman vs exact": None,
                  "largest |error| vs exact (nats)": None, "largest |exact| (nats)": float(exact.abs().max()),

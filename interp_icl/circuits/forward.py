@@ -47,7 +47,7 @@ class EdgeForward:
     def run(self, tokens: Tensor, deltas: dict[str, Tensor] | None = None, embed: Tensor | None = None,
             start: int = 0, resid: Tensor | None = None, record: dict[int, Tensor] | None = None,
             taps: dict[str, Tensor] | None = None, keep: tuple[frozenset[tuple[str, str]], dict[str, Tensor]] | None = None,
-            ) -> tuple[Tensor, dict[str, Tensor]]:
+            head_writes: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
         """(logits ``[N, T, V]``, {sender: its write ``[N, T, d]``}) with ``deltas`` {receiver:
         ``[N, T, d]``} added to the receivers' inputs and the token embedding replaced by
         `embed` ``[N, T, d]`` if given. With `start` > 0 the run begins at that layer from its
@@ -58,7 +58,9 @@ class EdgeForward:
         values ``[N, T, H, d_head]`` ({"0.q": ..., "0.k": ...}): `head_input_scores` turns their
         gradients into the first-order scores of the edges into the heads. `keep` = (kept edges as (sender, receiver)
         names, source writes {sender: ``[N, T, d]``}) runs a circuit: every edge not kept carries
-        its sender's source value instead of its value in this run (ablation outside the circuit)."""
+        its sender's source value instead of its value in this run (ablation outside the circuit).
+        `head_writes` False skips each head's own write (the heads' sum is one matrix product): for
+        runs that need only the logits and the MLP writes, e.g. the gradient runs of EAP."""
         deltas = dict(deltas or {})
         seq = tokens.shape[1]
         writes: dict[str, Tensor] = {}
@@ -92,10 +94,13 @@ class EdgeForward:
             # causal softmax(q k / scale) v, torch's fused kernel (forward and backward ~4x the einsums on CPU)
             z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                is_causal=True, scale=1.0 / self.scale).transpose(1, 2)
-            result = torch.einsum("bqhe,hed->bqhd", z, w.W_O)  # [N, T, H, d]
-            for h in range(heads):
-                writes[f"L{layer}H{h}"] = result[:, :, h]
-            resid = resid + result.sum(2) + w.b_O
+            if head_writes:
+                result = torch.einsum("bqhe,hed->bqhd", z, w.W_O)  # [N, T, H, d]
+                for h in range(heads):
+                    writes[f"L{layer}H{h}"] = result[:, :, h]
+                resid = resid + result.sum(2) + w.b_O
+            else:  # one matrix product for all heads
+                resid = resid + z.flatten(2) @ w.W_O.flatten(0, 1) + w.b_O
             if self.act is not None:
                 if keep is not None:
                     self._ablate_outside(f"MLP{layer}.in", writes, keep, deltas)

@@ -104,7 +104,7 @@ def eap_scores(
         taps: dict[str, Tensor] = {}
         residuals: dict[int, Tensor] = {}
         with torch.enable_grad():
-            logits, _ = forward.run(tokens, leaves, embed=embed, record=residuals, taps=taps)
+            logits, _ = forward.run(tokens, leaves, embed=embed, record=residuals, taps=taps, head_writes=False)
             found = torch.autograd.grad(metric(logits, tokens).sum(), [*leaves.values(), *taps.values()], allow_unused=True)
         found = [torch.zeros_like(t) if g is None else g for t, g in zip([*leaves.values(), *taps.values()], found)]
         step = forward.head_input_scores(residuals, dict(zip(taps, found[len(leaves):])), changes)
