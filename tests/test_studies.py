@@ -107,6 +107,18 @@ def test_quickstart_circuits_quick_mode_reads_every_cells_stored_circuit(tmp_pat
     assert (tmp_path / "quickstart_circuits.html").exists()
 
 
+def test_quickstart_circuits_committed_fragment_is_built_from_the_committed_results():
+    """docs/patching.md quotes the population from docs/generated/quickstart_circuits.md, which
+    `python analyses/quickstart_circuits.py` writes from analyses/results/quickstart_circuits/*.csv."""
+    script = load_script("quickstart_circuits")
+    folder, path = script._study.results_paths("quickstart_circuits", quick=False, out=Path("unused"))
+    rebuilt = script._study.fragment_text(script.fragment(script._study.read_tables(folder, script.TABLES)), script.COMMAND)
+    assert path.read_text(encoding="utf-8") == rebuilt, "docs/generated/quickstart_circuits.md is stale: run python analyses/quickstart_circuits.py"
+    assert '--8<-- "docs/generated/quickstart_circuits.md"' in (ANALYSES.parent / "docs" / "patching.md").read_text(encoding="utf-8")
+    runs = pd.read_csv(folder / "runs.csv")
+    assert sorted(runs["seed"]) == list(range(10))  # the acceptance population: seeds 0-9
+
+
 def test_added_edges_are_sorted_by_where_they_run():
     script = load_script("quickstart_circuits")
     named = {"L0H1", "L1H0"}
