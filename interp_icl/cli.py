@@ -183,15 +183,17 @@ def train(
 def quickstart(
     out_dir: Path = typer.Option(Path("runs"), help="Where run directories live."),
     steps: Optional[int] = typer.Option(None, help="Override the number of steps (smoke tests)."),
+    n_sequences: int = typer.Option(256, help="Sequences of the analysis, the role experiments, the circuit and the report (fewer: a quicker, noisier look)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train the default standard model on the default Markov task, analyse it, run the role
-    experiments and write the report (RUN/report.html).
+    experiments and write the report (RUN/report.html, with the edge-level circuit).
 
     Re-running continues (or reuses) runs/quickstart instead of overwriting it.
     """
     cfg = with_overrides(quickstart_config(), {"train.steps": steps})
     check_output_dir(out_dir, "--out-dir")
+    require(n_sequences >= 4, f"--n-sequences must be at least 4, got {n_sequences}")
     run_dir = out_dir / cfg.name
     task = cfg.task
     console.print(
@@ -206,10 +208,12 @@ def quickstart(
     from interp_icl.analysis.console import role_summary
     from interp_icl.runs import analyze_checkpoint, rundir
 
-    analysis = analyze_checkpoint(run_dir, "last")
+    from interp_icl.analysis.pipeline import AnalysisSettings
+
+    analysis = analyze_checkpoint(run_dir, "last", AnalysisSettings(n_sequences=n_sequences))
     console.print(role_summary(analysis, f"three roles at step {analysis.step} (interp-icl analyze {run_dir} for more)"))
-    _roles(run_dir, analysis.step, 256, 0, run_dir / rundir.PATCHING_EXPORTS, progress, detailed=False)
-    path = _write_report(run_dir, None, progress)
+    _roles(run_dir, analysis.step, n_sequences, 0, run_dir / rundir.PATCHING_EXPORTS, progress, detailed=False)
+    path = _write_report(run_dir, None, progress, n_sequences=n_sequences)
     console.print(f"[bold]report[/bold]: {path} (open it in a browser; works offline)")
     console.print(
         "These verdicts are one seed's and can change with the seed or the machine; for rates over "

@@ -194,12 +194,13 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_quickstart_smoke(tmp_path):
-    result = run_cli("quickstart", "--steps", "3", "--no-progress", cwd=tmp_path)
+    result = run_cli("quickstart", "--steps", "3", "--n-sequences", "64", "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "model loss / Bayes loss" in result.stdout
     assert "three roles at step 3" in result.stdout and "GIH hypothesis test" in result.stdout
     assert "one seed's" in result.stdout and "analyses/sweeps/quickstart_seeds.json" in result.stdout
-    again = run_cli("quickstart", "--steps", "3", "--no-progress", cwd=tmp_path)
+    assert (tmp_path / "runs" / "quickstart" / "report_data" / "circuit_faithfulness.csv").is_file()
+    again = run_cli("quickstart", "--steps", "3", "--n-sequences", "64", "--no-progress", cwd=tmp_path)
     assert again.returncode == 0 and "already complete" in again.stdout
 
 

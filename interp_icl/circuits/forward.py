@@ -62,6 +62,7 @@ class EdgeForward:
         `head_writes` False skips each head's own write (the heads' sum is one matrix product): for
         runs that need only the logits and the MLP writes, e.g. the gradient runs of EAP."""
         deltas = dict(deltas or {})
+        diffs: dict[str, Tensor] = {}
         seq = tokens.shape[1]
         writes: dict[str, Tensor] = {}
         if start == 0:
@@ -75,9 +76,8 @@ class EdgeForward:
                 record[layer] = resid
             heads = w.W_Q.shape[0]
             if keep is not None:
-                for h in range(heads):
-                    for part in "qkv":
-                        self._ablate_outside(f"L{layer}H{h}.{part}", writes, keep, deltas)
+                self._ablate_outside([f"L{layer}H{h}.{part}" for h in range(heads) for part in "qkv"],
+                                     writes, keep, deltas, diffs)
             projected = []
             for part, weight, bias in (("q", w.W_Q, w.b_Q), ("k", w.W_K, w.b_K), ("v", w.W_V, w.b_V)):
                 added = [deltas.get(f"L{layer}H{h}.{part}") for h in range(heads)]
@@ -103,7 +103,7 @@ class EdgeForward:
                 resid = resid + z.flatten(2) @ w.W_O.flatten(0, 1) + w.b_O
             if self.act is not None:
                 if keep is not None:
-                    self._ablate_outside(f"MLP{layer}.in", writes, keep, deltas)
+                    self._ablate_outside([f"MLP{layer}.in"], writes, keep, deltas, diffs)
                 x = resid + deltas[f"MLP{layer}.in"] if f"MLP{layer}.in" in deltas else resid
                 out = self.act(self._ln(x, w.ln2) @ w.W_in + w.b_in) @ w.W_out + w.b_out
                 writes[f"MLP{layer}"] = out
@@ -111,18 +111,29 @@ class EdgeForward:
         if record is not None:
             record[len(self.layers)] = resid
         if keep is not None:
-            self._ablate_outside("logits", writes, keep, deltas)
+            self._ablate_outside(["logits"], writes, keep, deltas, diffs)
         final = resid + deltas["logits"] if "logits" in deltas else resid
         return self._ln(final, self.ln_final) @ self.W_U + self.b_U, writes
 
-    def _ablate_outside(self, receiver: str, writes: dict[str, Tensor],
-                        keep: tuple[frozenset[tuple[str, str]], dict[str, Tensor]], deltas: dict[str, Tensor]) -> None:
-        """Add to `receiver`'s delta the source-minus-current value of every sender already written
-        whose edge into it is not kept."""
+    def _ablate_outside(self, receivers: list[str], writes: dict[str, Tensor],
+                        keep: tuple[frozenset[tuple[str, str]], dict[str, Tensor]], deltas: dict[str, Tensor],
+                        diffs: dict[str, Tensor]) -> None:
+        """Add to each receiver's delta the source-minus-current value of every sender already
+        written whose edge into it is not kept: one matrix product over the senders for all the
+        receivers (`diffs` caches each sender's source-minus-current value within a run)."""
         kept, source = keep
-        for sender, value in writes.items():
-            if (sender, receiver) not in kept:
-                deltas[receiver] = deltas.get(receiver, 0) + (source[sender] - value)
+        senders = list(writes)
+        outside = torch.tensor([[(u, r) not in kept for u in senders] for r in receivers])  # [R, S]
+        if not outside.any():
+            return
+        for u in senders:
+            if u not in diffs:
+                diffs[u] = source[u] - writes[u]
+        stacked = torch.stack([diffs[u] for u in senders])  # [S, N, T, d]
+        moved = torch.einsum("rs,sntd->rntd", outside.to(stacked.dtype), stacked)
+        for i, r in enumerate(receivers):
+            if outside[i].any():
+                deltas[r] = deltas.get(r, 0) + moved[i]
 
     def head_input_scores(self, residuals: dict[int, Tensor], tap_grads: dict[str, Tensor],
                           changes: dict[str, Tensor]) -> dict[tuple[str, str], Tensor]:

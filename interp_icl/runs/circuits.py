@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from interp_icl.circuits import eap_scores, exact_scores, gih_graph, standard_graph
+from interp_icl.circuits import eap_scores, exact_scores, model_graph
 from interp_icl.circuits.faithfulness import (
     FAITHFUL,
     circuit_metric,
@@ -31,7 +31,7 @@ from interp_icl.circuits.pruning import ACDC_THRESHOLD, greedy_prune
 from interp_icl.circuits.recovery import ranked
 from interp_icl.errors import require
 from interp_icl.jsonable import plain
-from interp_icl.models import layout, target_offset
+from interp_icl.models import target_offset
 from interp_icl.patching.fast_engine import unsupported_reason
 from interp_icl.patching.interventions import sequence_kl, sequence_nll
 from interp_icl.roles import ROLE_SEQUENCES
@@ -109,8 +109,8 @@ def _compute(run_dir: Path, step: int, method: str, settings: dict) -> CircuitRe
     require(getattr(task.config, "name", None) == "markov",
             f"circuit needs an in-context Markov task (its corrupted baseline is another sequence of the "
             f"task); this run's task is {task.config.name!r}")
-    is_gih = layout(model).block_type == "gih"
-    reason = None if is_gih else unsupported_reason(model)
+    graph = model_graph(model)
+    reason = unsupported_reason(model) if graph.kind == "standard" else None
     require(reason is None, f"circuit needs a standard-layout or gih-family model: {reason}")
     tokens = task.sample(settings["n_sequences"], generator(settings["seed"], "circuit", "clean")).tokens
     source = tokens.roll(1, 0)
@@ -119,7 +119,6 @@ def _compute(run_dir: Path, step: int, method: str, settings: dict) -> CircuitRe
     def metric(logits, toks):
         return sequence_nll(model, logits, toks, t0)
 
-    graph = gih_graph(model) if is_gih else standard_graph(model)
     if method == "exact":
         scores = exact_scores(model, graph, tokens, source, metric)
     elif method == "acdc":
@@ -141,7 +140,7 @@ def _compute(run_dir: Path, step: int, method: str, settings: dict) -> CircuitRe
     size = len(kept) if method == "acdc" else edges_needed(curve)
     circuit = {(graph.edges[i].sender, graph.edges[i].receiver) for i in order[:size or 0]}
 
-    types = _hypothesis_types(run_dir, step, model, task.config.parents, settings["role_sequences"], settings["seed"])
+    types = _hypothesis_types(run_dir, step, model, graph, task.config.parents, settings["role_sequences"], settings["seed"])
     type_of = {edge: name for name, edges in types.items() for edge in edges}
     hypothesised = sorted({edge for edges in types.values() for edge in edges})
     with torch.no_grad():
@@ -164,7 +163,7 @@ def _compute(run_dir: Path, step: int, method: str, settings: dict) -> CircuitRe
     return CircuitReport(run_dir, step, method, settings, pd.DataFrame(rows), curve, hypothesis)
 
 
-def _hypothesis_types(run_dir: Path, step: int, model, parents, role_sequences: int,
+def _hypothesis_types(run_dir: Path, step: int, model, graph, parents, role_sequences: int,
                       seed: int) -> dict[str, frozenset[tuple[str, str]]]:
     """The hypothesis's edge types on the heads the (stored) role experiments name."""
     roles = run_roles(run_dir, step, n_sequences=role_sequences, seed=seed)
@@ -175,7 +174,7 @@ def _hypothesis_types(run_dir: Path, step: int, model, parents, role_sequences: 
         offset = int(p) if side == "key" else int(p) - off
         copiers[offset] = sorted(set(copiers.get(offset, [])) | set(heads))
     classifiers = roles.results["classifier"].details.get("heads", [])
-    if layout(model).block_type == "gih":
+    if graph.kind == "gih":
         return gih_hypothesis_edges(copiers, classifiers, parents, model.subsets)
     return hypothesis_edges(copiers, classifiers, parents)
 
