@@ -135,39 +135,48 @@ class EdgeForward:
             if outside[i].any():
                 deltas[r] = deltas.get(r, 0) + moved[i]
 
+    def stack_changes(self, changes: dict[str, Tensor]) -> dict[int, tuple[list[str], Tensor]]:
+        """{layer: (the senders written before it, their changes ``[N, S, T, d]``)} from `changes`
+        {sender: ``[N, T, d]``}, laid out for `head_input_scores` (computed once per EAP call)."""
+        out = {}
+        for layer in range(len(self.layers)):
+            senders = [u for u in changes if _written_before(u, layer)]
+            out[layer] = senders, torch.stack([changes[u] for u in senders], 1)
+        return out
+
     def head_input_scores(self, residuals: dict[int, Tensor], tap_grads: dict[str, Tensor],
-                          changes: dict[str, Tensor]) -> dict[tuple[str, str], Tensor]:
+                          stacked: dict[int, tuple[list[str], Tensor]]) -> dict[tuple[str, str], Tensor]:
         """{(sender, "L{l}H{h}.q|k|v"): ``[N]`` sum over positions of change · d metric / d(that head's
-        input)} for every sender in `changes` {sender: ``[N, T, d]``} written before layer l, from
-        the gradients of the taps of `run` and the residual inputs it recorded. The chain rule through
-        the head's projection and its LayerNorm (input: the layer's residual input x) is taken on the
+        input)} for every sender written before layer l (`stacked`, from `stack_changes`), from the
+        gradients of the taps of `run` and the residual inputs it recorded. The chain rule through the
+        head's projection and its LayerNorm (input: the layer's residual input x) is taken on the
         sender's side: change · J_LN(x)^T W[h] ∂q_h = (J_LN(x) change) · (W[h] ∂q_h), so the
-        LayerNorm is differentiated once per sender, not once per head input."""
+        LayerNorm is differentiated once per sender, not once per head input; the sum over positions
+        and features is one batched matrix product per layer."""
         out: dict[tuple[str, str], Tensor] = {}
-        order = list(changes)
         for layer, w in enumerate(self.layers):
-            senders = [u for u in order if _written_before(u, layer)]
-            moved = torch.stack([changes[u] for u in senders])  # [S, N, T, d]
+            senders, moved = stacked[layer]  # [N, S, T, d]
             if w.ln1 is not None:
-                moved = self._ln_jvp(residuals[layer].detach(), moved, w.ln1[0])
-            pulled = torch.cat([torch.einsum("nthe,hde->nthd", tap_grads[f"{layer}.{part}"], weight)
-                                for part, weight in (("q", w.W_Q), ("k", w.W_K), ("v", w.W_V))], 2)  # [N, T, 3H, d]
-            scores = torch.einsum("sntd,ntkd->skn", moved, pulled)  # [S, 3H, N]
+                moved = self._ln_jvp(residuals[layer].detach()[:, None], moved, w.ln1[0])
+            grads = torch.cat([tap_grads[f"{layer}.{part}"] for part in "qkv"], 2).transpose(1, 2)  # [N, 3H, T, dh]
+            weights = torch.cat([w.W_Q, w.W_K, w.W_V])  # [3H, d, dh]
+            pulled = grads @ weights.transpose(1, 2)  # [N, 3H, T, d]: W[k] ∂input_k at every position
+            n, k = pulled.shape[:2]
+            scores = torch.bmm(pulled.reshape(n, k, -1), moved.reshape(n, len(senders), -1).transpose(1, 2))  # [N, 3H, S]
             heads = w.W_Q.shape[0]
             for i, u in enumerate(senders):
                 for j, part in enumerate("qkv"):
                     for h in range(heads):
-                        out[(u, f"L{layer}H{h}.{part}")] = scores[i, j * heads + h]
+                        out[(u, f"L{layer}H{h}.{part}")] = scores[:, j * heads + h, i]
         return out
 
     def _ln_jvp(self, x: Tensor, v: Tensor, gamma: Tensor) -> Tensor:
-        """``[S, N, T, d]``: the LayerNorm's Jacobian at `x` ``[N, T, d]`` applied to each of `v`
-        ``[S, N, T, d]``: γ ⊙ (v − mean(v) − x̂ mean(v ⊙ x̂)) / σ, x̂ = (x − μ) / σ."""
-        mean = x.mean(-1, keepdim=True)
-        sigma = torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + self.eps)
-        x_hat = (x - mean) / sigma
-        centred = v - v.mean(-1, keepdim=True) - x_hat * (v * x_hat).mean(-1, keepdim=True)
-        return gamma * centred / sigma
+        """The LayerNorm's Jacobian at `x` (``[..., d]``, broadcast against `v`) applied to `v`
+        ``[..., d]``: γ ⊙ (v − mean(v) − x̂ mean(v ⊙ x̂)) / σ, x̂ = (x − μ) / σ."""
+        inverse_sigma = torch.rsqrt(x.var(-1, unbiased=False, keepdim=True) + self.eps)
+        x_hat = (x - x.mean(-1, keepdim=True)) * inverse_sigma
+        centred = torch.addcmul(v - v.mean(-1, keepdim=True), x_hat, (v * x_hat).mean(-1, keepdim=True), value=-1)
+        return centred.mul_(gamma * inverse_sigma)
 
 
 def _written_before(sender: str, layer: int) -> bool:

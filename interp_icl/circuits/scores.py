@@ -95,6 +95,7 @@ def eap_scores(
     forward = EdgeForward(model, graph)
     base, source = _writes(forward, tokens), _writes(forward, source_tokens)
     changes = {u: source[u] - base[u] for u in base}
+    stacked = forward.stack_changes(changes)
     direct = [r for r in graph.receivers if r == "logits" or r.startswith("MLP")]  # one input each
     scores: dict[tuple[str, str], Tensor] = {}
     for k in range(ig_steps):
@@ -107,7 +108,7 @@ def eap_scores(
             logits, _ = forward.run(tokens, leaves, embed=embed, record=residuals, taps=taps, head_writes=False)
             found = torch.autograd.grad(metric(logits, tokens).sum(), [*leaves.values(), *taps.values()], allow_unused=True)
         found = [torch.zeros_like(t) if g is None else g for t, g in zip([*leaves.values(), *taps.values()], found)]
-        step = forward.head_input_scores(residuals, dict(zip(taps, found[len(leaves):])), changes)
+        step = forward.head_input_scores(residuals, dict(zip(taps, found[len(leaves):])), stacked)
         grads = dict(zip(leaves, found[:len(leaves)]))
         for e in graph.edges:
             if e.receiver in grads:
