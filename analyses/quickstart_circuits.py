@@ -116,24 +116,15 @@ def main(argv: list[str] | None = None) -> dict:
     sweep, sweep_seconds = _study.run_sweep_command(spec, args.out, args.workers)
     circuit = {"method": "exact", "n_sequences": 256, **spec.get("circuit", {})}  # the sweep step's defaults
     tables = study_tables(sweep.results, _study.cell_dirs(sweep), circuit["method"], circuit["n_sequences"])
-    folder, fragment_path = _study.results_paths(NAME, args.quick, args.out)
-    _study.write_tables(folder, tables)
-    text = fragment(_study.read_tables(folder, TABLES))  # from the written tables, as the test rebuilds it
-    _study.write_fragment(fragment_path, text, COMMAND)
+    published = _study.publish_tables(NAME, args.quick, args.out, tables, fragment, COMMAND)
 
     page = ReportPage()
-    page.add("results", "Results", _study.markdown_html(text))
+    page.add("results", "Results", _study.markdown_html(published[2]))
     curves = {f"seed {seed}": group for seed, group in tables["curves"].groupby("seed")}
     fig, data = faithfulness_figure(curves, 0.9)
     page.add("curves", "Faithfulness curves", page.figure(fig, "curves.csv", data))
     page.add("types", "Every seed's hypothesis edge types", _study.table_html(page, tables["types"], "types.csv"))
-    summary = {"quick": args.quick, "sweep_seconds": sweep_seconds, "n_runs": len(tables["runs"]),
-               "results": str(folder), "fragment": str(fragment_path)}
-    path = _study.write_study(page, args.out, NAME, "The quickstart circuit over seeds", summary)
-    print(text)
-    print(f"results: {folder}; fragment: {fragment_path}; report: {path}")
-    return summary
-
+    return _study.finish_study(page, args, NAME, "The quickstart circuit over seeds", len(tables["runs"]), sweep_seconds, published)
 
 if __name__ == "__main__":
     main()

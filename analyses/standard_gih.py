@@ -238,22 +238,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     untrained = untrained_checks(two_layer, n_roles)
     runs = run_table(results, role_accounts(two_layer, n_roles))
-    tables = {"runs": runs, "untrained": untrained}
-    folder, fragment_path = _study.results_paths(NAME, args.quick, args.out)
-    _study.write_tables(folder, tables)
-    text = fragment(_study.read_tables(folder, TABLES))  # from the written tables, as the test rebuilds it
-    _study.write_fragment(fragment_path, text, COMMAND)
+    published = _study.publish_tables(NAME, args.quick, args.out, {"runs": runs, "untrained": untrained}, fragment, COMMAND)
 
     page = ReportPage()
-    page.add("results", "Results", _study.markdown_html(text))
+    page.add("results", "Results", _study.markdown_html(published[2]))
     page.add("runs", "Every run (all columns)", _study.table_html(page, runs, "runs.csv"))
     page.add("null", "The checks on untrained models", _study.table_html(page, untrained, "untrained_checks.csv"))
-    summary = {"quick": args.quick, "sweep_seconds": sweep_seconds, "n_runs": len(runs),
-               "results": str(folder), "fragment": str(fragment_path)}
-    path = _study.write_study(page, args.out, NAME, "Standard transformers and the gih circuit", summary)
-    print(text)
-    print(f"results: {folder}; fragment: {fragment_path}; report: {path}")
-    return summary
+    return _study.finish_study(page, args, NAME, "Standard transformers and the gih circuit", len(runs), sweep_seconds, published)
 
 
 if __name__ == "__main__":

@@ -76,15 +76,20 @@ def test_standard_gih_quick_mode_runs_the_checks_on_trained_and_untrained_models
     assert (tmp_path / "standard_gih.html").exists() and (tmp_path / "standard_gih_data" / "untrained_checks.csv").exists()
 
 
-def test_standard_gih_committed_fragment_is_built_from_the_committed_results():
-    """docs/standard_gih.md quotes its numbers from docs/generated/standard_gih.md, which
-    `python analyses/standard_gih.py` writes from analyses/results/standard_gih/*.csv."""
-    script = load_script("standard_gih")
-    folder, path = script._study.results_paths("standard_gih", quick=False, out=Path("unused"))
+@pytest.mark.parametrize("name, page", [("standard_gih", "standard_gih.md"), ("quickstart_circuits", "patching.md")])
+def test_committed_fragment_is_built_from_the_committed_results(name, page):
+    """A docs page quotes a study's numbers from docs/generated/<name>.md, which
+    `python analyses/<name>.py` writes from analyses/results/<name>/*.csv."""
+    script = load_script(name)
+    folder, path = script._study.results_paths(name, quick=False, out=Path("unused"))
     rebuilt = script._study.fragment_text(script.fragment(script._study.read_tables(folder, script.TABLES)), script.COMMAND)
-    assert path.read_text(encoding="utf-8") == rebuilt, "docs/generated/standard_gih.md is stale: run python analyses/standard_gih.py"
-    page = (ANALYSES.parent / "docs" / "standard_gih.md").read_text(encoding="utf-8")
-    assert '--8<-- "docs/generated/standard_gih.md"' in page
+    assert path.read_text(encoding="utf-8") == rebuilt, f"docs/generated/{name}.md is stale: run python analyses/{name}.py"
+    assert f'--8<-- "docs/generated/{name}.md"' in (ANALYSES.parent / "docs" / page).read_text(encoding="utf-8")
+
+
+def test_the_committed_quickstart_circuits_are_seeds_0_to_9():
+    runs = pd.read_csv(ANALYSES / "results" / "quickstart_circuits" / "runs.csv")
+    assert sorted(runs["seed"]) == list(range(10))  # the acceptance population
 
 
 def test_quickstart_circuits_quick_mode_reads_every_cells_stored_circuit(tmp_path):
@@ -98,25 +103,13 @@ def test_quickstart_circuits_quick_mode_reads_every_cells_stored_circuit(tmp_pat
     (circuit,) = stored_circuits(tmp_path / "sweep" / "runs" / results["cell"][0], 20)
     assert runs["circuit edges"][0] == circuit.circuit_size == results["circuit.edges_needed"][0]
     added = runs[["added through an MLP", "added from or to an unnamed head", "added between named heads"]]
-    assert added.sum(1)[0] == runs["added"][0] == len(circuit.added)
+    assert added.sum(axis=1)[0] == runs["added"][0] == len(circuit.added)
     types = pd.read_csv(tmp_path / "results" / "types.csv")
     assert list(types["type"]) == list(circuit.hypothesis["types"])
     fragment = (tmp_path / "quickstart_circuits.md").read_text(encoding="utf-8")
     rebuilt = script.fragment(script._study.read_tables(tmp_path / "results", script.TABLES))
     assert fragment == script._study.fragment_text(rebuilt, script.COMMAND)
     assert (tmp_path / "quickstart_circuits.html").exists()
-
-
-def test_quickstart_circuits_committed_fragment_is_built_from_the_committed_results():
-    """docs/patching.md quotes the population from docs/generated/quickstart_circuits.md, which
-    `python analyses/quickstart_circuits.py` writes from analyses/results/quickstart_circuits/*.csv."""
-    script = load_script("quickstart_circuits")
-    folder, path = script._study.results_paths("quickstart_circuits", quick=False, out=Path("unused"))
-    rebuilt = script._study.fragment_text(script.fragment(script._study.read_tables(folder, script.TABLES)), script.COMMAND)
-    assert path.read_text(encoding="utf-8") == rebuilt, "docs/generated/quickstart_circuits.md is stale: run python analyses/quickstart_circuits.py"
-    assert '--8<-- "docs/generated/quickstart_circuits.md"' in (ANALYSES.parent / "docs" / "patching.md").read_text(encoding="utf-8")
-    runs = pd.read_csv(folder / "runs.csv")
-    assert sorted(runs["seed"]) == list(range(10))  # the acceptance population: seeds 0-9
 
 
 def test_added_edges_are_sorted_by_where_they_run():
