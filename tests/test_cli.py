@@ -241,10 +241,15 @@ def test_circuit_scores_every_edge_and_writes_the_tables(tmp_path, tiny_trained_
     assert len(edges) == 46 and list(edges["rank"]) == list(range(1, 47))
     assert (edges["score"].abs().diff().dropna() <= 0).all()  # ranked by |score|
     summary = json.loads(Path(f"{stem}.json").read_text())
-    assert edges["in_circuit"].sum() == summary["edges_needed"]  # the first edges_needed of the ranking
+    assert edges["in_circuit"].sum() == summary["circuit_edges"]  # the first edges_needed of the ranking
     assert edges.loc[edges["in_circuit"] & edges["hypothesis"].isna(), "edge"].tolist() == summary["added"]
     curve = pd.read_csv(f"{stem}_faithfulness.csv")
     assert curve["edges"].iloc[0] == 0 and curve["recovered"].iloc[-1] == pytest.approx(1.0)
+    # greedy pruning at a threshold no edge reaches drops every edge: the circuit is the empty set
+    pruned = run_cli("circuit", run, "--method", "acdc", "--threshold", "100", "--n-sequences", "8", cwd=tmp_path)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "circuit (pruned at 100 nats): 0 edges" in " ".join(pruned.stdout.split())
+    assert json.loads((run / "circuits" / "circuit_acdc_step40.json").read_text())["circuit_edges"] == 0
 
 
 def test_circuit_refuses_bad_input_before_any_work(tmp_path, tiny_trained_run):

@@ -58,6 +58,10 @@ class CircuitReport:
 
     @property
     def circuit_size(self) -> int | None:
+        """Edges in the circuit: the pruned set's (acdc), else the fewest first edges that keep
+        FAITHFUL of the loss gap (None if no size on the curve does)."""
+        if self.method == "acdc":
+            return int(self.edges["in_circuit"].sum())
         return edges_needed(self.curve)
 
     @property
@@ -68,7 +72,7 @@ class CircuitReport:
 
     def summary(self) -> dict:
         return plain({"run": str(self.run), "step": self.step, "method": self.method, **self.settings,
-                      "edges": len(self.edges), "faithful": FAITHFUL, "edges_needed": self.circuit_size,
+                      "edges": len(self.edges), "faithful": FAITHFUL, "circuit_edges": self.circuit_size,
                       "curve": self.curve.to_dict("records"), "hypothesis": self.hypothesis, "added": self.added})
 
 
