@@ -214,6 +214,13 @@ def quickstart(
     console.print(role_summary(analysis, f"three roles at step {analysis.step} (interp-icl analyze {run_dir} for more)"))
     _roles(run_dir, analysis.step, n_sequences, 0, run_dir / rundir.PATCHING_EXPORTS, progress, detailed=False)
     path = _write_report(run_dir, None, progress, n_sequences=n_sequences)
+    from interp_icl.runs.circuits import stored_circuits
+
+    for c in stored_circuits(run_dir, analysis.step):  # the report's circuit (and any other stored)
+        h, size = c.hypothesis, c.circuit_size
+        kept = f"{size} of {len(c.edges)} edges keep" if size is not None else f"no top-n of {len(c.edges)} edges keeps"
+        console.print(f"circuit ({c.method}, {c.settings['n_sequences']} sequences): {kept} 0.9 of the loss gap; the "
+                      f"GIH hypothesis's {h['edges']} edges alone keep {h['recovered']:.3f} (interp-icl circuit {run_dir} for more)")
     console.print(f"[bold]report[/bold]: {path} (open it in a browser; works offline)")
     console.print(
         "These verdicts are one seed's and can change with the seed or the machine; for rates over "

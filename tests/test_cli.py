@@ -200,6 +200,7 @@ def test_quickstart_smoke(tmp_path):
     assert "three roles at step 3" in result.stdout and "GIH hypothesis test" in result.stdout
     assert "one seed's" in result.stdout and "analyses/sweeps/quickstart_seeds.json" in result.stdout
     assert (tmp_path / "runs" / "quickstart" / "report_data" / "circuit_faithfulness.csv").is_file()
+    assert "circuit (eap-ig, 64 sequences):" in " ".join(result.stdout.split())
     again = run_cli("quickstart", "--steps", "3", "--n-sequences", "64", "--no-progress", cwd=tmp_path)
     assert again.returncode == 0 and "already complete" in again.stdout
 
