@@ -83,6 +83,27 @@ def test_every_sweep_equals_transformer_lens(models, weights, batch):
                 assert error < 1e-5, (site, by, metric.name, engine, error)
 
 
+def test_the_softmax_update_for_unchanged_queries_equals_transformer_lens_with_many_changed_keys(models, monkeypatch):
+    """Rows whose query is the base run's get the base softmax updated at the changed keys
+    (`FastEngine._updated_rows`). Point patches change one key per patch; with the sparse limit
+    lifted every multi-key patch (all positions of k / v, the layer after a resid_pre patch) takes
+    that path too, and must still equal TransformerLens."""
+    import interp_icl.patching.fast_engine as fast_engine
+
+    monkeypatch.setattr(fast_engine, "SPARSE_KEYS", 10_000)
+    model = models["trained"]
+    generator = torch.Generator().manual_seed(3)
+    clean = torch.randint(0, 3, (4, SEQ_LEN), generator=generator)
+    corrupted = torch.randint(0, 3, (4, SEQ_LEN), generator=generator)
+    for (site, by), oracle in ORACLES.items():
+        if site not in ("k", "v", "resid_pre", "z"):
+            continue
+        metric = metrics()[0]  # reads every row
+        expected = tl_oracle(oracle, model, clean, corrupted, metric)
+        result = activation_patching(model, clean, corrupted, Target(site, by), metric, engine="fast")
+        assert (result.mean - expected).abs().max().item() < 1e-5, (site, by)
+
+
 def test_chunking_and_engines_agree_per_sequence(models):
     model = models["trained"]
     generator = torch.Generator().manual_seed(0)

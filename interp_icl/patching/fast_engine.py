@@ -399,6 +399,59 @@ class FastEngine:
         if changed_keys is not None and _max_count(changed_keys[0], n_configs) > SPARSE_KEYS:
             return self._dense_attention(layer, changed_keys, config, pos, q, n_configs)
         changes = None if changed_keys is None else self._key_slots(changed_keys, layer, n_configs)
+        if changes is not None and site not in ("q", "pattern"):
+            # rows whose query is the base one see the base softmax with a few changed keys: update
+            # it instead of recomputing every row over all T keys
+            fresh = input_row >= 0 if input_row is not None else torch.zeros(len(pos), dtype=torch.bool)
+            if not fresh.all():
+                z = torch.empty_like(q)
+                kept = (~fresh).nonzero(as_tuple=True)[0]
+                z[:, :, kept] = self._updated_rows(layer, changed_keys, changes, config[kept], pos[kept], n_configs)
+                if fresh.any():
+                    rows = fresh.nonzero(as_tuple=True)[0]
+                    z[:, :, rows] = self._full_rows(layer, config[rows], pos[rows], q[:, :, rows], changes, None, None)
+                return z.permute(2, 0, 1, 3)
+        return self._full_rows(layer, config, pos, q, changes, site, patch).permute(2, 0, 1, 3)
+
+    def _base_log_normaliser(self, layer: int) -> Tensor:
+        """``[B, H, T]`` log Σ_j exp(s_ij) of the base run's causal attention scores (cached)."""
+        cache = self.__dict__.setdefault("_log_normaliser", {})
+        if layer not in cache:
+            q_base, k_base, _ = self.base_qkv[layer]
+            scores = (q_base @ k_base.transpose(-1, -2)) / self.scale
+            future = torch.ones(self.seq_len, self.seq_len, dtype=torch.bool).triu(1)
+            cache[layer] = torch.logsumexp(scores.masked_fill(future, -math.inf), dim=-1)
+        return cache[layer]
+
+    def _updated_rows(self, layer: int, changed_keys, changes, config: Tensor, pos: Tensor, n_configs: int) -> Tensor:
+        """z ``[B, H, R, dh]`` at rows whose query is the base run's, when each patch changes at
+        most SPARSE_KEYS keys / values: with a_ij = exp(s_ij − log Z_i) the base weights and s' the
+        scores of the changed keys, z'_i = (z_i + Σ_changed (a'_ij v'_j − a_ij v_j)) / (1 + Σ_changed
+        (a'_ij − a_ij)), over the changed keys j ≤ i (exact: the softmax with some logits replaced)."""
+        q_base, k_base, v_base = self.base_qkv[layer]  # [B, H, T, dh]
+        positions, keys, deltas = changes  # [C, n], [C, n, B, H, dh] x2
+        counts = torch.bincount(changed_keys[0], minlength=n_configs)
+        at = positions[config]  # [R, n]
+        real = (torch.arange(at.shape[1])[None, :] < counts[config][:, None]) & (at <= pos[:, None])  # [R, n]
+        q = q_base[:, :, pos]  # [B, H, R, dh]
+        log_z = self._base_log_normaliser(layer)[:, :, pos, None]  # [B, H, R, 1]
+        old_k = k_base[:, :, at]  # [B, H, R, n, dh]
+        old_v = v_base[:, :, at]
+        new_k = keys[config].permute(2, 3, 0, 1, 4)  # [B, H, R, n, dh]
+        new_v = old_v + deltas[config].permute(2, 3, 0, 1, 4)
+        old_a = torch.exp((q[..., None, :] * old_k).sum(-1) / self.scale - log_z)  # [B, H, R, n]
+        new_a = torch.exp((q[..., None, :] * new_k).sum(-1) / self.scale - log_z)
+        mask = real[None, None].to(q.dtype)
+        old_a, new_a = old_a * mask, new_a * mask
+        z_base = self.base[hook_name("z", layer)][:, pos].permute(0, 2, 1, 3)  # [B, H, R, dh]
+        numerator = z_base + (new_a[..., None] * new_v - old_a[..., None] * old_v).sum(-2)
+        return numerator / (1 + (new_a - old_a).sum(-1))[..., None]
+
+    def _full_rows(self, layer: int, config: Tensor, pos: Tensor, q: Tensor, changes, site: str | None,
+                   patch: Configs | None) -> Tensor:
+        """z ``[B, H, R, dh]`` at the given rows from their queries `q` ``[B, H, R, dh]``: every
+        key's score recomputed, the changed keys scattered in."""
+        q_base, k_base, v_base = self.base_qkv[layer]
         scores = q @ k_base.transpose(-1, -2)  # [B, H, R, T]
         if changes is not None:
             positions, keys, deltas = changes
@@ -420,7 +473,7 @@ class FastEngine:
                 -1, at[None, None].expand(*pattern.shape[:2], -1, -1)
             )  # [B, H, R, n]
             z = z + torch.einsum("bhrn,rnbhd->bhrd", weight, deltas[config])
-        return z.permute(2, 0, 1, 3)
+        return z
 
     @staticmethod
     def needed_hooks(n_layers: int, site: str) -> list[str]:
