@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         spec = quick(spec)
     sweep, sweep_seconds = _study.run_sweep_command(spec, args.out, args.workers)
-    circuit = {"method": "exact", "n_sequences": 256, **spec.get("circuit", {})}  # the sweep step's defaults
-    tables = study_tables(sweep.results, _study.cell_dirs(sweep), circuit["method"], circuit["n_sequences"])
+    circuit = sweep.spec.circuit  # the circuit step's method and sizes, defaults filled in
+    tables = study_tables(sweep.results, _study.cell_dirs(sweep), circuit.method, circuit.n_sequences)
     published = _study.publish_tables(NAME, args.quick, args.out, tables, fragment, COMMAND)
 
     page = ReportPage()

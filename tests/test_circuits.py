@@ -49,7 +49,7 @@ def test_the_graph_joins_every_sender_to_every_later_receiver(standard):
 def test_the_head_granularity_forward_is_the_models_forward(standard, which):
     model = standard if which == "standard" else zoo_model("std-12", SEQ).build()
     tokens, _ = tokens_pair(int(model.cfg.d_vocab))
-    logits, writes = EdgeForward(model, standard_graph(model)).run(tokens)
+    logits, writes = EdgeForward(model).run(tokens)
     torch.testing.assert_close(logits, model(tokens), atol=1e-5, rtol=0)
     _, cache = model.run_with_cache(tokens)
     z, W_O = cache["blocks.0.attn.hook_z"], model.blocks[0].attn.W_O
@@ -177,7 +177,7 @@ def test_bad_input_is_refused(standard):
         eap_scores(standard, standard_graph(standard), tokens, source, last_log_prob, ig_steps=0)
     gih = zoo_model("gih-12", SEQ).build()
     with pytest.raises(InterpICLError, match="edge scores need a standard-layout model"):
-        EdgeForward(gih, standard_graph(standard))
+        EdgeForward(gih)
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -475,3 +475,39 @@ def test_gih_eap_is_the_derivative_along_each_edges_patch(gih):
     for edge in chosen:
         derivative = (moved(edge, 1e-5) - moved(edge, -1e-5)) / 2e-5
         assert float(eap[graph.edges.index(edge)]) == pytest.approx(derivative, rel=1e-6, abs=1e-10), edge
+
+
+@pytest.mark.parametrize("name, holds", [("std-12", True), ("std-23", True), ("std-12-uniform-classifier", False),
+                                         ("std-12-positional-classifier", False)])
+def test_the_circuit_contains_each_hypothesis_edge_type_only_where_the_construction_uses_it(name, holds):
+    """The containment verdict of `interp-icl circuit` (the 90 % circuit from exact scores against
+    the hypothesis drawn on the stated heads): on the positive controls every edge type is in the
+    circuit; where the classifier ignores its query and key (uniform, or by position) no copier or
+    query / key type is, while its value and output types still are."""
+    from interp_icl.circuits.faithfulness import edges_needed, faithfulness_curve
+    from interp_icl.circuits.hypothesis import containment, hypothesis_edges
+    from interp_icl.circuits.recovery import ranked
+    from interp_icl.patching.interventions import sequence_nll
+    from interp_icl.roles.validation import zoo_sequences
+
+    zm = zoo_model(name, 48)
+    model = zm.build().eval()
+    tokens, _ = zoo_sequences(zm, 16, 0)
+    graph = standard_graph(model)
+
+    def metric(logits, toks):
+        return sequence_nll(model, logits, toks, max(zm.parents))
+
+    order = ranked(exact_scores(model, graph, tokens, tokens.roll(1, 0), metric))
+    size = edges_needed(faithfulness_curve(model, graph, tokens, tokens.roll(1, 0), metric, order))
+    circuit = {(graph.edges[i].sender, graph.edges[i].receiver) for i in order[:size]}
+    copiers: dict[int, list[str]] = {}
+    for h in zm.heads:
+        if h.role == "copier":
+            copiers.setdefault(h.offset, []).append(h.name)
+    classifiers = [h.name for h in zm.heads if h.role in ("classifier", "broken_classifier")]
+    types = hypothesis_edges(copiers, classifiers, zm.parents)
+    contained = {t: n == len(types[t]) for t, n in containment(types, circuit).items()}
+    output_side = {"embed->classifier.v", "classifier->logits"}
+    assert all(contained[t] for t in output_side)
+    assert all(contained[t] == holds for t in contained if t not in output_side), contained

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from interp_icl.circuits.graph import Graph
+from interp_icl.circuits.graph import unit_layer
 from interp_icl.errors import require
 from interp_icl.patching.fast_engine import (
     ACTIVATIONS,
@@ -25,11 +25,10 @@ from interp_icl.patching.fast_engine import (
 
 
 class EdgeForward:
-    def __init__(self, model: nn.Module, graph: Graph):
+    def __init__(self, model: nn.Module):
         reason = unsupported_reason(model)
         require(reason is None, f"edge scores need a standard-layout model: {reason}")
         cfg = model.cfg
-        self.graph = graph
         self.layers = [read_layer(model, layer) for layer in range(cfg.n_layers)]
         self.ln_final = norm_params(model.ln_final) if cfg.normalization_type == "LN" else None
         self.eps = float(getattr(cfg, "eps", 1e-5))
@@ -181,7 +180,4 @@ class EdgeForward:
 
 def _written_before(sender: str, layer: int) -> bool:
     """Whether a sender ("embed", "L0H1", "MLP0") writes before layer `layer`'s attention reads."""
-    if sender == "embed":
-        return True
-    unit_layer = int(sender[3:]) if sender.startswith("MLP") else int(sender[1:].split("H")[0])
-    return unit_layer < layer
+    return sender == "embed" or unit_layer(sender) < layer

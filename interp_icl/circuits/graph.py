@@ -44,6 +44,16 @@ class Graph:
         return list(dict.fromkeys(e.receiver for e in self.edges))
 
 
+def unit_layer(unit: str) -> int:
+    """The layer of a head ("L1H2") or MLP ("MLP0") unit."""
+    return int(unit[3:]) if unit.startswith("MLP") else int(unit[1:].split("H")[0])
+
+
+def receiver_layer(graph: Graph, receiver: str) -> int:
+    """The layer whose residual input a receiver reads (n_layers for the logits)."""
+    return graph.n_layers if receiver == "logits" else unit_layer(receiver.split(".")[0])
+
+
 def standard_graph(model: nn.Module) -> Graph:
     """The head-granularity graph of a standard-family model (see the module docstring)."""
     cfg = model.cfg

@@ -78,7 +78,7 @@ def gih_hypothesis_edges(copiers: Mapping[int, Sequence[str]], classifiers: Sequ
 
 
 def containment(types: Mapping[str, frozenset[tuple[str, str]]],
-                circuit: Collection[tuple[str, str]]) -> dict[str, tuple[int, int]]:
-    """{edge type: (its edges in `circuit`, its edges)}."""
+                circuit: Collection[tuple[str, str]]) -> dict[str, int]:
+    """{edge type: how many of its edges are in `circuit`}."""
     found = set(circuit)
-    return {name: (len(edges & found), len(edges)) for name, edges in types.items()}
+    return {name: len(edges & found) for name, edges in types.items()}

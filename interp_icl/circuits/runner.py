@@ -30,6 +30,6 @@ def circuit_runner(model: nn.Module, graph: Graph, source_tokens: Tensor) -> Cir
             source = edges.record(source_tokens)
             everything = {(e.sender, e.receiver) for e in graph.edges}
             return lambda tokens, kept: edges.run(tokens, source, everything - set(kept))
-        forward = EdgeForward(model, graph)
+        forward = EdgeForward(model)
         writes = forward.run(source_tokens)[1]
         return lambda tokens, kept: forward.run(tokens, keep=(frozenset(kept), writes))[0]

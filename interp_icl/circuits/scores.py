@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from interp_icl.circuits.forward import EdgeForward
 from interp_icl.circuits.gih import TAPPED, GIHEdges
-from interp_icl.circuits.graph import Edge, Graph
+from interp_icl.circuits.graph import Edge, Graph, receiver_layer
 
 SequenceMetric = Callable[[Tensor, Tensor], Tensor]  # (logits [N, T, V], tokens [N, T]) -> [N]
 EDGE_CHUNK = 4  # edges patched in one forward (rows = chunk x B); 4 ran faster than 16 on 2 cores
@@ -47,7 +47,7 @@ def exact_scores(
     edges = list(graph.edges if edges is None else edges)
     if graph.kind == "gih":
         return _gih_exact(model, graph, tokens, source_tokens, metric, edges)
-    forward = EdgeForward(model, graph)
+    forward = EdgeForward(model)
     residuals: dict[int, Tensor] = {}
     with torch.no_grad():
         logits, base = forward.run(tokens, record=residuals)
@@ -75,14 +75,6 @@ def exact_scores(
     return out
 
 
-def receiver_layer(graph: Graph, receiver: str) -> int:
-    """The layer whose residual input a receiver reads (n_layers for the logits)."""
-    if receiver == "logits":
-        return graph.n_layers
-    unit = receiver.split(".")[0]
-    return int(unit[3:]) if unit.startswith("MLP") else int(unit[1:].split("H")[0])
-
-
 def eap_scores(
     model: nn.Module, graph: Graph, tokens: Tensor, source_tokens: Tensor, metric: SequenceMetric,
     ig_steps: int = 1,
@@ -92,7 +84,7 @@ def eap_scores(
         raise ValueError(f"ig_steps must be >= 1, got {ig_steps}")
     if graph.kind == "gih":
         return _gih_eap(model, graph, tokens, source_tokens, metric, ig_steps)
-    forward = EdgeForward(model, graph)
+    forward = EdgeForward(model)
     base, source = _writes(forward, tokens), _writes(forward, source_tokens)
     changes = {u: source[u] - base[u] for u in base}
     stacked = forward.stack_changes(changes)

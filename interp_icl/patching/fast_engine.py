@@ -168,6 +168,7 @@ class FastEngine:
         self.ln_final = norm_params(model.ln_final) if cfg.normalization_type == "LN" else None
         self.W_U, self.b_U = model.W_U.detach(), model.b_U.detach()
         self.base, self.sources = base, sources
+        self._log_normaliser: dict[int, Tensor] = {}  # per layer, computed when first needed
         self.read_mask = torch.zeros(base_output.shape[1], dtype=torch.bool)
         self.read_mask[read_rows] = True
         self.masked_output = unread_to_nan(base_output, read_rows)  # [B, T, V]
@@ -415,7 +416,7 @@ class FastEngine:
 
     def _base_log_normaliser(self, layer: int) -> Tensor:
         """``[B, H, T]`` log Σ_j exp(s_ij) of the base run's causal attention scores (cached)."""
-        cache = self.__dict__.setdefault("_log_normaliser", {})
+        cache = self._log_normaliser
         if layer not in cache:
             q_base, k_base, _ = self.base_qkv[layer]
             scores = (q_base @ k_base.transpose(-1, -2)) / self.scale

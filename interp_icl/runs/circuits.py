@@ -146,14 +146,14 @@ def _compute(run_dir: Path, step: int, method: str, settings: dict) -> CircuitRe
 
     types = _hypothesis_types(run_dir, step, model, graph, task.config.parents, settings["role_sequences"], settings["seed"])
     type_of = {edge: name for name, edges in types.items() for edge in edges}
-    hypothesised = sorted({edge for edges in types.values() for edge in edges})
+    hypothesised = {edge for edges in types.values() for edge in edges}
     with torch.no_grad():
         values = circuit_metric(model, graph, tokens, source, metric,
                                 [[], list(graph.edges), [e for e in graph.edges if (e.sender, e.receiver) in hypothesised]])
     fraction, interval = recovered_fraction(values[0], values[1], values[2], settings["seed"])
-    hypothesis = {"types": {name: {"edges": [f"{s}->{r}" for s, r in sorted(edges)], "in_circuit": inside}
-                            for name, edges in types.items()
-                            for inside in [containment({name: edges}, circuit)[name][0]]},
+    inside = containment(types, circuit)
+    hypothesis = {"types": {name: {"edges": [f"{s}->{r}" for s, r in sorted(edges)], "in_circuit": inside[name]}
+                            for name, edges in types.items()},
                   "edges": len(hypothesised), "recovered": fraction, "interval": interval}
 
     rows = []
